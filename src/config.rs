@@ -1,0 +1,439 @@
+//! Server configuration: every limit with its default, and the command-line/env parser.
+//!
+//! Each flag `--some-flag` can also be set with `WEBRTC_SIGNALING_SOME_FLAG`; a flag on
+//! the command line wins over the environment.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Every bound on memory, threads and time. Defaults suit a small host.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Signaling sessions at once; the next one is refused with 4503 `server_full`.
+    pub max_connections: usize,
+    /// Connections not (yet) in a session: REST requests and handshakes in progress.
+    /// Beyond `max_connections + max_http_connections` new TCP connections are closed at once.
+    pub max_http_connections: usize,
+    /// Peers per room; the next one is refused with 4503 `room_full`.
+    pub max_room_peers: usize,
+    /// Largest frame or message a client may send (bytes); over it: 1009.
+    pub max_message_size: usize,
+    /// Messages queued for one peer; a peer whose queue overflows is a slow consumer (1008).
+    pub peer_queue: usize,
+    /// Commands queued for the router thread; connection threads wait when it is full.
+    pub router_queue: usize,
+    /// Messages per second per session (token bucket refill); 0 turns rate limiting off.
+    pub rate_per_sec: u32,
+    /// Token bucket size: how many messages a session may send in a burst.
+    pub rate_burst: u32,
+    /// Dropped messages in a row after which the session is closed with 4429.
+    pub rate_strikes: u32,
+    /// No frame from the client for this long: 4408 `timeout`.
+    pub idle_timeout: Duration,
+    /// How often the server sends a WebSocket ping (keeps healthy idle clients alive).
+    pub ping_interval: Duration,
+    /// A socket write blocked for this long marks the peer a slow consumer.
+    pub write_timeout: Duration,
+    /// How long a closing session waits for the client's close reply.
+    pub close_timeout: Duration,
+    /// Largest HTTP request head (bytes); over it: 431.
+    pub http_head_max: usize,
+    /// Time allowed to receive a whole request head (and keep-alive idle time).
+    pub http_head_timeout: Duration,
+    /// tungstenite read buffer per session (bytes).
+    pub read_buffer: usize,
+    /// tungstenite write buffer per session (bytes): frames are coalesced up to this size.
+    pub write_buffer: usize,
+    /// Stack of each connection (reader) thread; it parses JSON, so it gets the larger one.
+    pub reader_stack: usize,
+    /// Stack of each session's writer thread.
+    pub writer_stack: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_http_connections: 64,
+            max_room_peers: 32,
+            max_message_size: 64 * 1024,
+            peer_queue: 256,
+            router_queue: 4096,
+            rate_per_sec: 100,
+            rate_burst: 200,
+            rate_strikes: 20,
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(1),
+            http_head_max: 8 * 1024,
+            http_head_timeout: Duration::from_secs(10),
+            read_buffer: 4 * 1024,
+            write_buffer: 16 * 1024,
+            reader_stack: 256 * 1024,
+            writer_stack: 64 * 1024,
+        }
+    }
+}
+
+/// Everything `Server::start` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub limits: Limits,
+    /// STUN/TURN URLs announced by `GET /webrtc/ice-servers`. Empty by default: the
+    /// server never names a third-party STUN server on its own.
+    pub ice_servers: Vec<String>,
+    /// Static long-term credentials announced with every `turn:`/`turns:` URL.
+    pub turn_username: Option<String>,
+    pub turn_credential: Option<String>,
+    /// Log level for the binary (`error`, `warn`, `info`, `debug`, `trace`, `off`).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 8000,
+            limits: Limits::default(),
+            ice_servers: Vec::new(),
+            turn_username: None,
+            turn_credential: None,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Cli {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// A flag that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+struct Flag {
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    set: Setter,
+}
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.trim().parse().map_err(|_| format!("{v:?} is not a valid number"))
+}
+
+fn secs(v: &str) -> Result<Duration, String> {
+    let s: f64 = num(v)?;
+    if !(0.0..=86_400.0 * 365.0).contains(&s) || s.is_nan() {
+        return Err(format!("{v:?} is not a valid number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn positive(v: &str) -> Result<usize, String> {
+    match num::<usize>(v)? {
+        0 => Err("must be at least 1".to_owned()),
+        n => Ok(n),
+    }
+}
+
+macro_rules! flag {
+    ($name:literal, $value:literal, $help:literal, |$c:ident, $v:ident| $body:expr) => {
+        Flag {
+            name: $name,
+            value: $value,
+            help: $help,
+            set: |$c: &mut Config, $v: &str| {
+                $body;
+                Ok(())
+            },
+        }
+    };
+}
+
+const FLAGS: &[Flag] = &[
+    flag!("bind", "ADDR", "address to listen on [0.0.0.0]", |c, v| c.bind =
+        v.parse().map_err(|_| format!("{v:?} is not an IP address"))?),
+    flag!("port", "N", "TCP port; 0 picks a free one [8000]", |c, v| c.port =
+        num(v)?),
+    flag!("stun", "URL", "STUN server for /webrtc/ice-servers, e.g. stun:host:3478 (repeatable) [none]", |c, v| c
+        .ice_servers
+        .push(ice_url(v, "stun")?)),
+    flag!("turn", "URL", "TURN server for /webrtc/ice-servers (repeatable) [none]", |c, v| c
+        .ice_servers
+        .push(ice_url(v, "turn")?)),
+    flag!("turn-username", "NAME", "username announced with the --turn servers [none]", |c, v| c
+        .turn_username =
+        Some(v.to_owned())),
+    flag!("turn-credential", "SECRET", "credential announced with the --turn servers [none]", |c, v| c
+        .turn_credential =
+        Some(v.to_owned())),
+    flag!("max-connections", "N", "signaling sessions at once; more get 4503 server_full [1024]", |c, v| c
+        .limits
+        .max_connections =
+        positive(v)?),
+    flag!("max-http-connections", "N", "connections in REST or handshake at once, on top of the sessions [64]", |c, v| c
+        .limits
+        .max_http_connections =
+        positive(v)?),
+    flag!("max-room-peers", "N", "peers per room; more get 4503 room_full [32]", |c, v| c
+        .limits
+        .max_room_peers =
+        positive(v)?),
+    flag!("max-message-size", "BYTES", "largest frame or message from a client; more get 1009 [65536]", |c, v| c
+        .limits
+        .max_message_size =
+        positive(v)?),
+    flag!("peer-queue", "N", "messages queued per peer before it is dropped as a slow consumer [256]", |c, v| c
+        .limits
+        .peer_queue =
+        positive(v)?),
+    flag!("router-queue", "N", "commands queued for the router thread [4096]", |c, v| c
+        .limits
+        .router_queue =
+        positive(v)?),
+    flag!("rate-limit", "N", "messages per second per session, 0 = unlimited [100]", |c, v| c
+        .limits
+        .rate_per_sec =
+        num(v)?),
+    flag!("rate-burst", "N", "messages a session may send in a burst [200]", |c, v| c
+        .limits
+        .rate_burst =
+        num::<u32>(v)?.max(1)),
+    flag!("rate-strikes", "N", "dropped messages in a row before close 4429 [20]", |c, v| c
+        .limits
+        .rate_strikes =
+        num::<u32>(v)?.max(1)),
+    flag!("idle-timeout", "SECS", "close a session silent this long with 4408 [60]", |c, v| c
+        .limits
+        .idle_timeout =
+        secs(v)?),
+    flag!("ping-interval", "SECS", "send a WebSocket ping this often [20]", |c, v| c
+        .limits
+        .ping_interval =
+        secs(v)?),
+    flag!("write-timeout", "SECS", "a write blocked this long makes the peer a slow consumer [10]", |c, v| c
+        .limits
+        .write_timeout =
+        secs(v)?),
+    flag!("close-timeout", "SECS", "wait this long for the client's close reply [1]", |c, v| c
+        .limits
+        .close_timeout =
+        secs(v)?),
+    flag!("http-head-max", "BYTES", "largest HTTP request head; more get 431 [8192]", |c, v| c
+        .limits
+        .http_head_max =
+        positive(v)?),
+    flag!("http-head-timeout", "SECS", "time to send a request head, and keep-alive idle time [10]", |c, v| c
+        .limits
+        .http_head_timeout =
+        secs(v)?),
+    flag!("read-buffer", "BYTES", "WebSocket read buffer per session [4096]", |c, v| c
+        .limits
+        .read_buffer =
+        positive(v)?),
+    flag!("write-buffer", "BYTES", "WebSocket write buffer per session [16384]", |c, v| c
+        .limits
+        .write_buffer =
+        positive(v)?),
+    flag!("reader-stack", "BYTES", "stack size of connection threads [262144]", |c, v| c
+        .limits
+        .reader_stack =
+        num::<usize>(v)?.max(64 * 1024)),
+    flag!("writer-stack", "BYTES", "stack size of session writer threads [65536]", |c, v| c
+        .limits
+        .writer_stack =
+        num::<usize>(v)?.max(32 * 1024)),
+    flag!("log-level", "LEVEL", "off, error, warn, info, debug or trace [info]", |c, v| c
+        .log_level =
+        log_level(v)?),
+];
+
+fn ice_url(v: &str, scheme: &str) -> Result<String, String> {
+    let ok = v.starts_with(&format!("{scheme}:")) || v.starts_with(&format!("{scheme}s:"));
+    if ok && v.len() > scheme.len() + 1 {
+        Ok(v.to_owned())
+    } else {
+        Err(format!("{v:?} must start with {scheme}: or {scheme}s:"))
+    }
+}
+
+fn log_level(v: &str) -> Result<String, String> {
+    let v = v.to_ascii_lowercase();
+    match v.as_str() {
+        "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v),
+        _ => Err(format!("{v:?} is not a log level")),
+    }
+}
+
+fn env_name(flag: &str) -> String {
+    format!("WEBRTC_SIGNALING_{}", flag.replace('-', "_").to_ascii_uppercase())
+}
+
+/// The `--help` text.
+pub fn help() -> String {
+    let mut out = String::from(
+        "webrtc-signaling: a small WebRTC signaling server (rooms, relay, REST) on one port\n\n\
+         USAGE: webrtc-signaling [FLAGS]\n\n\
+         Every flag can also be set in the environment: --max-room-peers 8 is\n\
+         WEBRTC_SIGNALING_MAX_ROOM_PEERS=8 (repeatable flags take a comma-separated list).\n\
+         Flags on the command line win. Defaults in brackets.\n\nFLAGS:\n",
+    );
+    for f in FLAGS {
+        let left = format!("  --{} {}", f.name, f.value);
+        out.push_str(&format!("{left:<32} {}\n", f.help));
+        out.push_str(&format!("{:<32} env {}\n", "", env_name(f.name)));
+    }
+    out.push_str(&format!("{:<32} print this help\n", "  -h, --help"));
+    out.push_str(&format!("{:<32} print the version\n", "  -V, --version"));
+    out
+}
+
+impl Cli {
+    /// Parses flags from `args` (without the program name) over values from `env`.
+    pub fn parse<I, E>(args: I, env: E) -> Result<Cli, ConfigError>
+    where
+        I: IntoIterator<Item = String>,
+        E: IntoIterator<Item = (String, String)>,
+    {
+        let mut config = Config::default();
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for f in FLAGS {
+            let name = env_name(f.name);
+            if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
+                let repeatable = matches!(f.name, "stun" | "turn");
+                let values: Vec<&str> = if repeatable {
+                    value.split(',').filter(|s| !s.trim().is_empty()).collect()
+                } else {
+                    vec![value.as_str()]
+                };
+                for v in values {
+                    (f.set)(&mut config, v.trim()).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+                }
+            }
+        }
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-h" | "--help" => return Ok(Cli::Help),
+                "-V" | "--version" => return Ok(Cli::Version),
+                _ => {}
+            }
+            let Some(body) = arg.strip_prefix("--") else {
+                return Err(ConfigError(format!("unexpected argument {arg:?} (see --help)")));
+            };
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (body, None),
+            };
+            let Some(flag) = FLAGS.iter().find(|f| f.name == name) else {
+                return Err(ConfigError(format!("unknown flag --{name} (see --help)")));
+            };
+            let value = match inline.or_else(|| args.next()) {
+                Some(v) => v,
+                None => return Err(ConfigError(format!("--{name} needs a value ({})", flag.value))),
+            };
+            (flag.set)(&mut config, &value).map_err(|e| ConfigError(format!("--{name}: {e}")))?;
+        }
+        let has_turn = config.ice_servers.iter().any(|u| u.starts_with("turn"));
+        if has_turn && (config.turn_username.is_none() || config.turn_credential.is_none()) {
+            // Browsers reject a turn: URL without credentials (RTCPeerConnection throws).
+            return Err(ConfigError(
+                "--turn needs --turn-username and --turn-credential".to_owned(),
+            ));
+        }
+        Ok(Cli::Run(Box::new(config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let cli = Cli::parse(
+            args.iter().map(|s| s.to_string()),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        match cli {
+            Cli::Run(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[], &[]).unwrap();
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.bind.to_string(), "0.0.0.0");
+        assert!(c.ice_servers.is_empty());
+        assert_eq!(c.limits.max_message_size, 65536);
+    }
+
+    #[test]
+    fn flags_beat_env() {
+        let c = parse(
+            &["--port", "9000", "--idle-timeout=2.5", "--stun", "stun:a:3478"],
+            &[
+                ("WEBRTC_SIGNALING_PORT", "7000"),
+                ("WEBRTC_SIGNALING_BIND", "127.0.0.1"),
+                ("WEBRTC_SIGNALING_TURN", "turn:x:3478,turns:y:5349"),
+                ("WEBRTC_SIGNALING_TURN_USERNAME", "u"),
+                ("WEBRTC_SIGNALING_TURN_CREDENTIAL", "p"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.bind.to_string(), "127.0.0.1");
+        assert_eq!(c.limits.idle_timeout, Duration::from_millis(2500));
+        assert_eq!(c.ice_servers, ["turn:x:3478", "turns:y:5349", "stun:a:3478"]);
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        assert_eq!(
+            parse(&["--port", "x"], &[]).unwrap_err().to_string(),
+            "--port: \"x\" is not a valid number"
+        );
+        assert!(parse(&["--nope"], &[]).unwrap_err().0.contains("unknown flag"));
+        assert!(parse(&["--port"], &[]).unwrap_err().0.contains("needs a value"));
+        assert!(parse(&["--stun", "http://x"], &[]).is_err());
+        assert!(parse(&["--turn", "turn:x"], &[]).unwrap_err().0.contains("--turn-username"));
+        assert!(parse(&["--max-connections", "0"], &[]).is_err());
+        assert!(parse(&[], &[("WEBRTC_SIGNALING_PORT", "-1")])
+            .unwrap_err()
+            .0
+            .starts_with("WEBRTC_SIGNALING_PORT"));
+    }
+
+    #[test]
+    fn help_lists_every_flag_and_env() {
+        let h = help();
+        for f in FLAGS {
+            assert!(h.contains(&format!("--{}", f.name)));
+            assert!(h.contains(&env_name(f.name)));
+        }
+        assert!(matches!(
+            Cli::parse(["--help".to_string()], []).unwrap(),
+            Cli::Help
+        ));
+    }
+}

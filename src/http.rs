@@ -1,0 +1,356 @@
+//! The HTTP side of a connection: request heads (bounded in size and time), the REST
+//! endpoints, the built-in client page, and the hand-off of WebSocket upgrades.
+//!
+//! The server reads request heads itself (with `httparse`, already in the tree through
+//! tungstenite) so that it keeps the `TcpStream`: an upgraded session needs one thread
+//! reading and one writing the same socket, which tiny_http's upgrade cannot give
+//! (tiny_http#8). Responses are written with tiny_http's `Response`.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use log::debug;
+use tiny_http::{HTTPVersion, Header};
+
+use crate::protocol::RoomId;
+use crate::router::{Command, Envelope, Reply};
+use crate::server::Shared;
+use crate::session;
+
+const CLIENT_HTML: &str = include_str!("../static/client.html");
+const SIGNALING_JS: &str = include_str!("../static/signaling.js");
+
+const JSON: &str = "application/json";
+const MAX_HEADERS: usize = 64;
+/// How long a REST handler waits for the router before answering 503.
+const ROUTER_WAIT: Duration = Duration::from_secs(2);
+
+/// A parsed request head, owned so the read buffer can be reused.
+struct Head {
+    method: String,
+    path: String,
+    minor_version: u8,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// A request with a body we do not read cannot be followed by another request.
+    fn has_body(&self) -> bool {
+        self.header("transfer-encoding").is_some()
+            || self
+                .header("content-length")
+                .is_some_and(|v| v.trim() != "0")
+    }
+
+    fn keep_alive(&self) -> bool {
+        if self.has_body() || self.header_has_token("connection", "close") {
+            return false;
+        }
+        self.minor_version >= 1 || self.header_has_token("connection", "keep-alive")
+    }
+}
+
+enum HeadError {
+    /// The client closed the connection between requests.
+    Closed,
+    TooLarge,
+    Timeout,
+    Malformed,
+    Io,
+}
+
+/// Reads one request head into `buf`, within `head_max` bytes and the head timeout:
+/// a client trickling bytes cannot hold the thread longer than that.
+fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> Result<Head, HeadError> {
+    let limits = &shared.limits;
+    let deadline = Instant::now() + limits.http_head_timeout;
+    let mut chunk = [0u8; 1024];
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let head = Head {
+                        method: req.method.unwrap_or("").to_owned(),
+                        path: req.path.unwrap_or("").to_owned(),
+                        minor_version: req.version.unwrap_or(1),
+                        headers: req
+                            .headers
+                            .iter()
+                            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                            .collect(),
+                    };
+                    buf.drain(..len);
+                    return Ok(head);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+                Err(_) => return Err(HeadError::Malformed),
+            }
+        }
+        let room = limits.http_head_max.saturating_sub(buf.len());
+        if room == 0 {
+            return Err(HeadError::TooLarge);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Timeout);
+        }
+        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Io)?;
+        let want = room.min(chunk.len());
+        match stream.read(&mut chunk[..want]) {
+            Ok(0) if buf.is_empty() => return Err(HeadError::Closed),
+            Ok(0) => return Err(HeadError::Malformed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(HeadError::Timeout)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(HeadError::Io),
+        }
+    }
+}
+
+/// A response before it is written.
+struct Resp {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Resp {
+    fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Resp {
+            status,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn json(status: u16, body: &impl serde::Serialize) -> Self {
+        Resp::new(status, JSON, serde_json::to_vec(body).unwrap_or_default())
+    }
+
+    fn error(status: u16, code: &str, message: &str) -> Self {
+        Resp::json(
+            status,
+            &serde_json::json!({ "error": code, "message": message }),
+        )
+    }
+
+    fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+fn header(name: &str, value: &str) -> Option<Header> {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+fn write_response(stream: &TcpStream, resp: Resp, head_only: bool, close: bool) -> io::Result<()> {
+    let mut r = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+    let mut headers = vec![header("Content-Type", resp.content_type)];
+    headers.extend(resp.headers.iter().map(|(n, v)| header(n, v)));
+    if close {
+        headers.push(header("Connection", "close"));
+    }
+    for h in headers.into_iter().flatten() {
+        r.add_header(h);
+    }
+    let mut w = BufWriter::with_capacity(2048, stream);
+    r.raw_print(&mut w, HTTPVersion(1, 1), &[], head_only, None)?;
+    w.flush()
+}
+
+/// What to do with a request.
+enum Action {
+    Respond(Resp),
+    Upgrade { room: String, peer: String, accept: String },
+}
+
+/// Serves one accepted connection: REST requests (with keep-alive) until the client
+/// closes or upgrades to a signaling session.
+pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let head = match read_head(&mut stream, &mut buf, &shared) {
+            Ok(h) => h,
+            Err(e) => {
+                let resp = match e {
+                    HeadError::TooLarge => Some(Resp::error(431, "header_too_large", "the request head is too large")),
+                    HeadError::Timeout if !buf.is_empty() => {
+                        Some(Resp::error(408, "request_timeout", "the request head took too long"))
+                    }
+                    HeadError::Malformed => Some(Resp::error(400, "bad_request", "malformed HTTP request")),
+                    HeadError::Timeout | HeadError::Closed | HeadError::Io => None,
+                };
+                if let Some(resp) = resp {
+                    let _ = write_response(&stream, resp, false, true);
+                }
+                return;
+            }
+        };
+        debug!("{remote} {} {}", head.method, head.path);
+        let head_only = head.method == "HEAD";
+        match route(&head, &shared) {
+            Action::Respond(resp) => {
+                let keep = head.keep_alive() && resp.status < 500;
+                if write_response(&stream, resp, head_only, !keep).is_err() || !keep {
+                    return;
+                }
+            }
+            Action::Upgrade { room, peer, accept } => {
+                let Some(token) = shared.session_token() else {
+                    return;
+                };
+                let resp = tiny_http::Response::empty(101);
+                let resp = match header("Sec-WebSocket-Accept", &accept) {
+                    Some(h) => resp.with_header(h),
+                    None => return,
+                };
+                let mut w = BufWriter::with_capacity(512, &stream);
+                let sent = resp
+                    .raw_print(&mut w, HTTPVersion(1, 1), &[], false, Some("websocket"))
+                    .and_then(|_| w.flush());
+                drop(w);
+                if sent.is_ok() {
+                    session::run(stream, buf, &room, &peer, remote, &shared, token);
+                }
+                return;
+            }
+        }
+    }
+}
+
+const GET_HEAD: &str = "GET, HEAD";
+
+fn route(head: &Head, shared: &Shared) -> Action {
+    let path = head.path.split(['?', '#']).next().unwrap_or("");
+    let read_only = matches!(head.method.as_str(), "GET" | "HEAD");
+    if let Some(rest) = path.strip_prefix("/webrtc/signaling/") {
+        let mut parts = rest.split('/');
+        return match (parts.next(), parts.next(), parts.next()) {
+            (Some(room), Some(peer), None) => signaling(head, room, peer),
+            _ => Action::Respond(not_found()),
+        };
+    }
+    let resp = match path {
+        "/" | "/healthz" | "/webrtc/rooms" | "/webrtc/client" | "/webrtc/client/signaling.js"
+        | "/webrtc/ice-servers"
+            if !read_only =>
+        {
+            method_not_allowed(GET_HEAD)
+        }
+        "/" => Resp::new(302, "text/plain; charset=utf-8", "see /webrtc/client\n")
+            .with("Location", "/webrtc/client"),
+        "/healthz" if shared.is_stopping() => {
+            Resp::error(503, "shutting_down", "the server is shutting down")
+        }
+        "/healthz" => Resp::json(200, &serde_json::json!({"status": "ok"})),
+        "/webrtc/client" => Resp::new(200, "text/html; charset=utf-8", CLIENT_HTML)
+            .with("Cache-Control", "no-cache"),
+        "/webrtc/client/signaling.js" => Resp::new(200, "text/javascript; charset=utf-8", SIGNALING_JS)
+            .with("Cache-Control", "no-cache"),
+        "/webrtc/ice-servers" => Resp::new(200, JSON, shared.ice_json.as_bytes().to_vec()),
+        "/webrtc/rooms" => match ask(shared, Command::ListRooms) {
+            Some(Reply::Rooms(rooms)) => Resp::json(200, &serde_json::json!({ "rooms": rooms })),
+            _ => busy(),
+        },
+        _ => match path
+            .strip_prefix("/webrtc/rooms/")
+            .and_then(|r| r.strip_suffix("/peers"))
+        {
+            Some(_) if !read_only => method_not_allowed(GET_HEAD),
+            Some(room) => peers(shared, room),
+            None => not_found(),
+        },
+    };
+    Action::Respond(resp)
+}
+
+fn peers(shared: &Shared, room: &str) -> Resp {
+    let room = match RoomId::parse(room) {
+        Ok(r) => r,
+        Err(e) => return Resp::error(400, "invalid_room_id", &format!("room_id {e}")),
+    };
+    match ask(shared, Command::ListPeers { room: room.clone() }) {
+        Some(Reply::Peers(Some(peers))) => {
+            Resp::json(200, &serde_json::json!({ "room_id": room, "peers": peers }))
+        }
+        Some(Reply::Peers(None)) => Resp::error(
+            404,
+            "room_not_found",
+            &format!("room {:?} has no peers", room.as_str()),
+        ),
+        _ => busy(),
+    }
+}
+
+fn signaling(head: &Head, room: &str, peer: &str) -> Action {
+    if head.method != "GET" {
+        return Action::Respond(method_not_allowed("GET"));
+    }
+    let upgrade = head.header_has_token("upgrade", "websocket") && head.header_has_token("connection", "upgrade");
+    if !upgrade {
+        return Action::Respond(
+            Resp::error(426, "upgrade_required", "this path takes a WebSocket upgrade").with("Upgrade", "websocket"),
+        );
+    }
+    if head.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Action::Respond(
+            Resp::error(426, "unsupported_websocket_version", "only WebSocket version 13 is supported")
+                .with("Sec-WebSocket-Version", "13"),
+        );
+    }
+    match head.header("sec-websocket-key").map(str::trim) {
+        Some(key) if !key.is_empty() => Action::Upgrade {
+            room: room.to_owned(),
+            peer: peer.to_owned(),
+            accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        },
+        _ => Action::Respond(Resp::error(400, "bad_request", "Sec-WebSocket-Key is missing")),
+    }
+}
+
+fn ask(shared: &Shared, cmd: Command<session::SessionMailbox>) -> Option<Reply> {
+    let (tx, rx) = bounded(1);
+    shared
+        .router
+        .send_timeout(Envelope { cmd, reply: Some(tx) }, ROUTER_WAIT)
+        .ok()?;
+    rx.recv_timeout(ROUTER_WAIT).ok()
+}
+
+fn not_found() -> Resp {
+    Resp::error(404, "not_found", "no such endpoint")
+}
+
+fn method_not_allowed(allow: &str) -> Resp {
+    Resp::error(405, "method_not_allowed", "method not allowed on this path").with("Allow", allow)
+}
+
+fn busy() -> Resp {
+    Resp::error(503, "unavailable", "the server is busy or shutting down").with("Retry-After", "1")
+}

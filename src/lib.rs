@@ -1,0 +1,24 @@
+//! webrtc-signaling: a room-based WebRTC signaling server, synchronous and threaded.
+//!
+//! ```no_run
+//! let mut config = webrtc_signaling::Config::default();
+//! config.port = 0;
+//! let server = webrtc_signaling::Server::start(config)?;
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Modules, inner to outer: [`protocol`] (wire types, no I/O) ← [`router`] (room state
+//! machine, no I/O) ← `session` (socket threads) ← `http` (requests, REST) ← `server`
+//! (listener, lifecycle). See ARCHITECTURE.md for the threads and channels.
+
+pub mod config;
+mod http;
+pub mod protocol;
+pub mod router;
+mod server;
+mod session;
+
+pub use config::{Cli, Config, ConfigError, Limits};
+pub use server::Server;

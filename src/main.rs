@@ -1,0 +1,57 @@
+//! The `webrtc-signaling` binary: flags, logging, `Server::start`, and signals.
+
+use std::process::ExitCode;
+
+use log::{error, LevelFilter};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use webrtc_signaling::{Cli, Server};
+
+fn main() -> ExitCode {
+    let config = match Cli::parse(std::env::args().skip(1), std::env::vars()) {
+        Ok(Cli::Run(config)) => *config,
+        Ok(Cli::Help) => {
+            print!("{}", webrtc_signaling::config::help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cli::Version) => {
+            println!("webrtc-signaling {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("webrtc-signaling: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let level = config.log_level.parse().unwrap_or(LevelFilter::Info);
+    let log_config = simplelog::ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build();
+    let _ = simplelog::TermLogger::init(
+        level,
+        log_config,
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Auto,
+    );
+    // Register before starting threads so no signal is lost in between.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig}: shutting down");
+    }
+    server.shutdown();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,527 @@
+/*
+ * signaling.js - browser client for the webrtc-signaling server.
+ *
+ * Plain JavaScript, no dependencies, no build step. Load it with
+ *   <script src="/webrtc/client/signaling.js"></script>
+ * (it defines window.WebRTCSignalingClient and window.WebRTCPeerMesh), or
+ * require()/bundle it (it also sets module.exports when that exists).
+ *
+ * WebRTCSignalingClient: the signaling socket only (the shape of the original
+ *   FastAPI description's client): connect(roomId, peerId), one handler list
+ *   per message type, send()/sendOffer()/sendAnswer()/sendIceCandidate().
+ *
+ * WebRTCPeerMesh: optional. One RTCPeerConnection per other peer of the room
+ *   (full mesh), W3C "perfect negotiation" (the peer whose id sorts lower is
+ *   polite), buffering of early ICE candidates, local media that can be set or
+ *   cleared at any time (renegotiates), and receiving without local media.
+ *
+ * Wire protocol: see PROTOCOL.md of the server (sections 3-5).
+ */
+(function (root) {
+  'use strict';
+
+  // Close codes of PROTOCOL.md section 5, for messages when the server sent
+  // no close reason.
+  var CLOSE_CODES = {
+    1001: 'going_away',
+    1008: 'slow_consumer',
+    1009: 'message_too_large',
+    4400: 'invalid_id',
+    4401: 'unauthorized',
+    4403: 'forbidden',
+    4408: 'timeout',
+    4409: 'peer_id_taken',
+    4429: 'rate_limited',
+    4503: 'server_full'
+  };
+
+  function callAll(list, args, where) {
+    if (!list) return;
+    list.slice().forEach(function (fn) {
+      try {
+        fn.apply(null, args);
+      } catch (e) {
+        // A broken handler must not break the message loop.
+        if (root.console) root.console.error('signaling.js: ' + where + ' handler threw', e);
+      }
+    });
+  }
+
+  /** Default base URL: the origin this script was served from, ws: or wss:. */
+  function defaultBaseUrl() {
+    var loc = root.location;
+    return (loc.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + loc.host;
+  }
+
+  /**
+   * new WebRTCSignalingClient({ baseUrl, token })
+   *   baseUrl: "ws://host:port" (default: the page's origin, ws: or wss:)
+   *   token:   appended as ?token=... when given (optional auth)
+   *
+   * Events (client.on(type, fn); returns a function that unsubscribes):
+   *   'open'            the socket is open (not yet admitted)
+   *   'existing_peers'  {type, peers:[...]}  first message: admitted
+   *   'peer_joined'     {type, peer_id}
+   *   'peer_left'       {type, peer_id}
+   *   'offer' / 'answer' / 'ice_candidate'  relayed messages, with from_peer_id
+   *   'error'           {type:'error', code, message} from the server
+   *   'pong'            answer to ping()
+   *   'message'         every parsed message, whatever its type
+   *   'close'           {code, reason, wasClean, byClient, error, admitted}
+   *                     error is the last 'error' message received, if any
+   */
+  function WebRTCSignalingClient(options) {
+    options = options || {};
+    this.baseUrl = options.baseUrl || defaultBaseUrl();
+    this.token = options.token || null;
+    this.websocket = null;
+    this.roomId = null;
+    this.peerId = null;
+    this._handlers = {};
+    this._lastError = null;
+    this._byClient = false;
+    this._admitted = false;
+  }
+
+  WebRTCSignalingClient.prototype.on = function (type, fn) {
+    var list = this._handlers[type] || (this._handlers[type] = []);
+    list.push(fn);
+    var self = this;
+    return function () { self.off(type, fn); };
+  };
+
+  WebRTCSignalingClient.prototype.off = function (type, fn) {
+    var list = this._handlers[type];
+    if (!list) return;
+    var i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+  };
+
+  WebRTCSignalingClient.prototype._emit = function (type) {
+    var args = Array.prototype.slice.call(arguments, 1);
+    callAll(this._handlers[type], args, type);
+  };
+
+  /** The signaling URL for a room and peer id. */
+  WebRTCSignalingClient.prototype.url = function (roomId, peerId) {
+    var url = this.baseUrl.replace(/\/+$/, '') + '/webrtc/signaling/' +
+      encodeURIComponent(roomId) + '/' + encodeURIComponent(peerId);
+    if (this.token) url += '?token=' + encodeURIComponent(this.token);
+    return url;
+  };
+
+  /**
+   * Opens the socket. The promise resolves on 'open' and rejects when the
+   * socket closes before opening. Whether the server admitted the peer is
+   * known from the first message ('existing_peers') or the 'close' event.
+   */
+  WebRTCSignalingClient.prototype.connect = function (roomId, peerId) {
+    var self = this;
+    if (this.websocket) this.disconnect();
+    this.roomId = roomId;
+    this.peerId = peerId;
+    this._lastError = null;
+    this._byClient = false;
+    this._admitted = false;
+    return new Promise(function (resolve, reject) {
+      var ws;
+      try {
+        ws = new WebSocket(self.url(roomId, peerId));
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      self.websocket = ws;
+      var opened = false;
+      ws.onopen = function () {
+        opened = true;
+        self._emit('open');
+        resolve();
+      };
+      ws.onmessage = function (event) {
+        if (typeof event.data !== 'string') return;
+        var message;
+        try {
+          message = JSON.parse(event.data);
+        } catch (e) {
+          if (root.console) root.console.warn('signaling.js: ignoring a non-JSON message');
+          return;
+        }
+        if (!message || typeof message !== 'object' || typeof message.type !== 'string') return;
+        if (message.type === 'error') self._lastError = message;
+        if (message.type === 'existing_peers') self._admitted = true;
+        self._emit('message', message);
+        self._emit(message.type, message);
+      };
+      ws.onerror = function () {
+        // Always followed by a close event, which carries the details.
+      };
+      ws.onclose = function (event) {
+        if (self.websocket === ws) self.websocket = null;
+        var info = {
+          code: event.code,
+          reason: event.reason || '',
+          wasClean: event.wasClean,
+          byClient: self._byClient,
+          error: self._lastError,
+          admitted: self._admitted,
+          opened: opened
+        };
+        if (!opened) {
+          var err = new Error('signaling socket closed before opening (' + event.code + ')');
+          err.code = event.code;
+          reject(err);
+        }
+        self._emit('close', info);
+      };
+    });
+  };
+
+  /** Closes the socket (code 1000). A 'close' event with byClient=true follows. */
+  WebRTCSignalingClient.prototype.disconnect = function () {
+    var ws = this.websocket;
+    if (!ws) return;
+    this._byClient = true;
+    try {
+      ws.close(1000, 'bye');
+    } catch (e) {
+      /* already closing */
+    }
+  };
+
+  WebRTCSignalingClient.prototype.isOpen = function () {
+    return !!this.websocket && this.websocket.readyState === WebSocket.OPEN;
+  };
+
+  /** Sends one message object; returns false when the socket is not open. */
+  WebRTCSignalingClient.prototype.send = function (message) {
+    if (!this.isOpen()) return false;
+    this.websocket.send(JSON.stringify(message));
+    return true;
+  };
+
+  WebRTCSignalingClient.prototype.sendOffer = function (targetPeerId, offer) {
+    return this.send({ type: 'offer', offer: { type: offer.type, sdp: offer.sdp }, target_peer_id: targetPeerId });
+  };
+
+  WebRTCSignalingClient.prototype.sendAnswer = function (targetPeerId, answer) {
+    return this.send({ type: 'answer', answer: { type: answer.type, sdp: answer.sdp }, target_peer_id: targetPeerId });
+  };
+
+  /** candidate: an RTCIceCandidate, its toJSON() object, or null (end of candidates). */
+  WebRTCSignalingClient.prototype.sendIceCandidate = function (targetPeerId, candidate) {
+    var c = candidate && typeof candidate.toJSON === 'function' ? candidate.toJSON() : candidate;
+    return this.send({ type: 'ice_candidate', candidate: c || null, target_peer_id: targetPeerId });
+  };
+
+  /** Liveness check (server extension): the server answers with {"type":"pong"}. */
+  WebRTCSignalingClient.prototype.ping = function () {
+    return this.send({ type: 'ping' });
+  };
+
+  /** "peer_id_taken (4409)" style text for a close event (or null for a normal close). */
+  WebRTCSignalingClient.describeClose = function (info) {
+    var code = info.code;
+    var name = info.reason || null;
+    if (!name && (code >= 4000 || CLOSE_CODES[code])) {
+      name = (info.error && info.error.code) || CLOSE_CODES[code] || null;
+    }
+    return name ? name + ' (' + code + ')' : null;
+  };
+
+  // ---------------------------------------------------------------------------
+
+  function byteOrderLess(a, b) {
+    // ids are ASCII (PROTOCOL.md section 2): UTF-16 order is byte order
+    return a < b;
+  }
+
+  /**
+   * new WebRTCPeerMesh(signalingClient, { rtcConfig, log })
+   *   rtcConfig: RTCPeerConnection configuration ({iceServers: [...]}),
+   *              may be changed later with setRtcConfig() (new connections)
+   *   log:       function(text) for diagnostics (optional)
+   *
+   * Events (mesh.on(type, fn)):
+   *   'peer'        (peerId)                 a peer became known (join order)
+   *   'peer-left'   (peerId)
+   *   'track'       (peerId, track, stream)  a remote track (stream: its MediaStream)
+   *   'state'       (peerId, connectionState)
+   *   'error'       (peerId, error)          a negotiation step failed
+   *
+   * mesh.setLocalStream(stream or null) sends (or stops sending) local media
+   * to every peer, now and later. The mesh follows the client's messages
+   * until mesh.close().
+   */
+  function WebRTCPeerMesh(client, options) {
+    options = options || {};
+    this.client = client;
+    this.rtcConfig = options.rtcConfig || { iceServers: [] };
+    this._log = options.log || function () {};
+    this.localStream = null;
+    this.peers = new Map(); // peerId -> state, in join order
+    this._handlers = {};
+    this._unsubscribe = [];
+    var self = this;
+    var sub = function (type, fn) { self._unsubscribe.push(client.on(type, fn)); };
+    sub('existing_peers', function (m) {
+      (Array.isArray(m.peers) ? m.peers : []).forEach(function (id) { self._peer(id); });
+    });
+    sub('peer_joined', function (m) { self._peer(m.peer_id); });
+    sub('peer_left', function (m) { self.removePeer(m.peer_id); });
+    sub('offer', function (m) { self._enqueue(m.from_peer_id, 'description', m.offer); });
+    sub('answer', function (m) { self._enqueue(m.from_peer_id, 'description', m.answer); });
+    sub('ice_candidate', function (m) { self._enqueue(m.from_peer_id, 'candidate', m.candidate); });
+    sub('close', function () { self.removeAllPeers(); });
+  }
+
+  WebRTCPeerMesh.prototype.on = WebRTCSignalingClient.prototype.on;
+  WebRTCPeerMesh.prototype.off = WebRTCSignalingClient.prototype.off;
+  WebRTCPeerMesh.prototype._emit = WebRTCSignalingClient.prototype._emit;
+
+  WebRTCPeerMesh.prototype.setRtcConfig = function (rtcConfig) {
+    this.rtcConfig = rtcConfig || { iceServers: [] };
+  };
+
+  /** Stops following the signaling client and closes every connection. */
+  WebRTCPeerMesh.prototype.close = function () {
+    this._unsubscribe.forEach(function (u) { u(); });
+    this._unsubscribe = [];
+    this.removeAllPeers();
+  };
+
+  WebRTCPeerMesh.prototype.peerIds = function () {
+    return Array.from(this.peers.keys());
+  };
+
+  WebRTCPeerMesh.prototype.removeAllPeers = function () {
+    var self = this;
+    this.peerIds().forEach(function (id) { self.removePeer(id); });
+  };
+
+  WebRTCPeerMesh.prototype.removePeer = function (peerId) {
+    var p = this.peers.get(peerId);
+    if (!p) return;
+    this.peers.delete(peerId);
+    p.closed = true;
+    try {
+      p.pc.close();
+    } catch (e) {
+      /* ignore */
+    }
+    this._log('closed the connection with ' + peerId);
+    this._emit('peer-left', peerId);
+  };
+
+  /** The state of one peer, created on first sight. */
+  WebRTCPeerMesh.prototype._peer = function (peerId) {
+    if (typeof peerId !== 'string' || peerId === '' || peerId === this.client.peerId) return null;
+    var existing = this.peers.get(peerId);
+    if (existing) return existing;
+    var self = this;
+    var pc = new RTCPeerConnection(this.rtcConfig);
+    var p = {
+      id: peerId,
+      pc: pc,
+      polite: byteOrderLess(this.client.peerId, peerId),
+      makingOffer: false,
+      ignoreOffer: false,
+      settingRemoteAnswer: false,
+      pendingCandidates: [],
+      queue: Promise.resolve(),
+      closed: false
+    };
+    this.peers.set(peerId, p);
+    this._log('new connection with ' + peerId + ' (' + (p.polite ? 'polite' : 'impolite') + ')');
+
+    pc.onnegotiationneeded = function () {
+      if (p.closed) return;
+      p.makingOffer = true;
+      pc.setLocalDescription()
+        .then(function () {
+          if (p.closed) return;
+          var d = pc.localDescription;
+          if (d && d.type === 'offer') {
+            self._log('sending offer to ' + peerId);
+            self.client.sendOffer(peerId, d);
+          }
+        })
+        .catch(function (e) {
+          self._fail(p, 'creating an offer', e);
+        })
+        .then(function () {
+          p.makingOffer = false;
+        });
+    };
+    pc.onicecandidate = function (event) {
+      // End of candidates (null) is not sent: some clients cannot take it.
+      if (p.closed || !event.candidate) return;
+      self.client.sendIceCandidate(peerId, event.candidate);
+    };
+    pc.ontrack = function (event) {
+      if (p.closed) return;
+      var stream = event.streams && event.streams[0];
+      if (!stream) {
+        stream = p.fallbackStream || (p.fallbackStream = new MediaStream());
+        if (stream.getTracks().indexOf(event.track) < 0) stream.addTrack(event.track);
+      }
+      self._log('receiving ' + event.track.kind + ' from ' + peerId);
+      self._emit('track', peerId, event.track, stream);
+    };
+    pc.onconnectionstatechange = function () {
+      if (p.closed) return;
+      var state = pc.connectionState;
+      self._log('connection with ' + peerId + ': ' + state);
+      if (state === 'failed' && typeof pc.restartIce === 'function') {
+        self._log('restarting ICE with ' + peerId);
+        pc.restartIce();
+      }
+      self._emit('state', peerId, state);
+    };
+
+    this._emit('peer', peerId);
+    if (this.localStream) this._attach(p, this.localStream);
+    return p;
+  };
+
+  WebRTCPeerMesh.prototype._fail = function (p, what, e) {
+    if (p.closed) return;
+    this._log('error ' + what + ' with ' + p.id + ': ' + (e && e.name ? e.name + ': ' : '') + (e && e.message ? e.message : e));
+    this._emit('error', p.id, e);
+  };
+
+  /** Messages of one peer are handled one after the other, in arrival order. */
+  WebRTCPeerMesh.prototype._enqueue = function (peerId, kind, payload) {
+    var p = this._peer(peerId);
+    if (!p) return;
+    var self = this;
+    p.queue = p.queue
+      .then(function () {
+        if (p.closed) return undefined;
+        return kind === 'description' ? self._onDescription(p, payload) : self._onCandidate(p, payload);
+      })
+      .catch(function (e) {
+        self._fail(p, kind === 'description' ? 'applying a description' : 'adding a candidate', e);
+      });
+  };
+
+  // W3C perfect negotiation (https://w3c.github.io/webrtc-pc/#perfect-negotiation-example)
+  WebRTCPeerMesh.prototype._onDescription = function (p, description) {
+    var self = this;
+    var pc = p.pc;
+    if (!description || (description.type !== 'offer' && description.type !== 'answer') || typeof description.sdp !== 'string') {
+      this._log('ignoring a malformed description from ' + p.id);
+      return undefined;
+    }
+    var readyForOffer = !p.makingOffer && (pc.signalingState === 'stable' || p.settingRemoteAnswer);
+    var collision = description.type === 'offer' && !readyForOffer;
+    p.ignoreOffer = !p.polite && collision;
+    if (p.ignoreOffer) {
+      this._log('offer collision with ' + p.id + ': ignoring their offer (we are impolite)');
+      return undefined;
+    }
+    if (collision) this._log('offer collision with ' + p.id + ': rolling back ours (we are polite)');
+    this._log('received ' + description.type + ' from ' + p.id);
+    p.settingRemoteAnswer = description.type === 'answer';
+    return pc
+      .setRemoteDescription({ type: description.type, sdp: description.sdp })
+      .then(
+        function () { p.settingRemoteAnswer = false; },
+        function (e) { p.settingRemoteAnswer = false; throw e; }
+      )
+      .then(function () {
+        return self._flushCandidates(p);
+      })
+      .then(function () {
+        if (description.type !== 'offer' || p.closed) return undefined;
+        return pc.setLocalDescription().then(function () {
+          if (p.closed) return;
+          self._log('sending answer to ' + p.id);
+          self.client.sendAnswer(p.id, pc.localDescription);
+        });
+      });
+  };
+
+  WebRTCPeerMesh.prototype._onCandidate = function (p, candidate) {
+    if (!candidate || typeof candidate !== 'object' || !candidate.candidate) return undefined; // end of candidates
+    if (!p.pc.remoteDescription) {
+      // Arrived before the description it belongs to: keep it for later.
+      p.pendingCandidates.push(candidate);
+      return undefined;
+    }
+    return this._addCandidate(p, candidate);
+  };
+
+  WebRTCPeerMesh.prototype._addCandidate = function (p, candidate) {
+    var self = this;
+    return p.pc.addIceCandidate(candidate).catch(function (e) {
+      if (!p.ignoreOffer) self._fail(p, 'adding a candidate', e);
+    });
+  };
+
+  WebRTCPeerMesh.prototype._flushCandidates = function (p) {
+    var list = p.pendingCandidates;
+    p.pendingCandidates = [];
+    var self = this;
+    if (list.length) this._log('applying ' + list.length + ' early candidate(s) from ' + p.id);
+    return list.reduce(function (chain, c) {
+      return chain.then(function () { return self._addCandidate(p, c); });
+    }, Promise.resolve());
+  };
+
+  /**
+   * Sends the tracks of `stream` to every peer (null: stop sending). The same
+   * transceivers are reused, so start/stop cycles do not grow the session.
+   */
+  WebRTCPeerMesh.prototype.setLocalStream = function (stream) {
+    var self = this;
+    this.localStream = stream || null;
+    this.peers.forEach(function (p) {
+      if (stream) self._attach(p, stream);
+      else self._detach(p);
+    });
+  };
+
+  WebRTCPeerMesh.prototype._attach = function (p, stream) {
+    var self = this;
+    var pc = p.pc;
+    if (p.closed || pc.signalingState === 'closed') return;
+    var used = [];
+    stream.getTracks().forEach(function (track) {
+      var t = pc.getTransceivers().find(function (tr) {
+        return !tr.stopped && tr.currentDirection !== 'stopped' && used.indexOf(tr) < 0 &&
+          tr.receiver.track && tr.receiver.track.kind === track.kind &&
+          (tr.sender.track === null || tr.sender.track === track);
+      });
+      if (t) {
+        used.push(t);
+        if (t.sender.track !== track) {
+          t.sender.replaceTrack(track).catch(function (e) { self._fail(p, 'replacing a track', e); });
+        }
+        if (typeof t.sender.setStreams === 'function') t.sender.setStreams(stream);
+        if (t.direction === 'recvonly' || t.direction === 'inactive') t.direction = 'sendrecv';
+      } else {
+        var sender = pc.addTrack(track, stream);
+        used.push(pc.getTransceivers().find(function (tr) { return tr.sender === sender; }));
+      }
+    });
+  };
+
+  WebRTCPeerMesh.prototype._detach = function (p) {
+    var self = this;
+    var pc = p.pc;
+    if (p.closed || pc.signalingState === 'closed') return;
+    pc.getTransceivers().forEach(function (t) {
+      if (t.stopped || !t.sender.track) return;
+      t.sender.replaceTrack(null).catch(function (e) { self._fail(p, 'removing a track', e); });
+      if (t.direction === 'sendrecv') t.direction = 'recvonly';
+      else if (t.direction === 'sendonly') t.direction = 'inactive';
+    });
+  };
+
+  root.WebRTCSignalingClient = WebRTCSignalingClient;
+  root.WebRTCPeerMesh = WebRTCPeerMesh;
+  if (typeof module !== 'undefined' && module.exports) {
+    module.exports = { WebRTCSignalingClient: WebRTCSignalingClient, WebRTCPeerMesh: WebRTCPeerMesh };
+  }
+})(typeof window !== 'undefined' ? window : this);
