@@ -71,7 +71,7 @@ impl Default for Limits {
             http_head_timeout: Duration::from_secs(10),
             read_buffer: 4 * 1024,
             write_buffer: 16 * 1024,
-            reader_stack: 256 * 1024,
+            reader_stack: 128 * 1024,
             writer_stack: 64 * 1024,
         }
     }
@@ -137,7 +137,9 @@ struct Flag {
 }
 
 fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.trim().parse().map_err(|_| format!("{v:?} is not a valid number"))
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a valid number"))
 }
 
 fn secs(v: &str) -> Result<Duration, String> {
@@ -170,101 +172,160 @@ macro_rules! flag {
 }
 
 const FLAGS: &[Flag] = &[
-    flag!("bind", "ADDR", "address to listen on [0.0.0.0]", |c, v| c.bind =
-        v.parse().map_err(|_| format!("{v:?} is not an IP address"))?),
-    flag!("port", "N", "TCP port; 0 picks a free one [8000]", |c, v| c.port =
-        num(v)?),
-    flag!("stun", "URL", "STUN server for /webrtc/ice-servers, e.g. stun:host:3478 (repeatable) [none]", |c, v| c
-        .ice_servers
-        .push(ice_url(v, "stun")?)),
-    flag!("turn", "URL", "TURN server for /webrtc/ice-servers (repeatable) [none]", |c, v| c
-        .ice_servers
-        .push(ice_url(v, "turn")?)),
-    flag!("turn-username", "NAME", "username announced with the --turn servers [none]", |c, v| c
-        .turn_username =
-        Some(v.to_owned())),
-    flag!("turn-credential", "SECRET", "credential announced with the --turn servers [none]", |c, v| c
-        .turn_credential =
-        Some(v.to_owned())),
-    flag!("max-connections", "N", "signaling sessions at once; more get 4503 server_full [1024]", |c, v| c
-        .limits
-        .max_connections =
-        positive(v)?),
-    flag!("max-http-connections", "N", "connections in REST or handshake at once, on top of the sessions [64]", |c, v| c
-        .limits
-        .max_http_connections =
-        positive(v)?),
-    flag!("max-room-peers", "N", "peers per room; more get 4503 room_full [32]", |c, v| c
-        .limits
-        .max_room_peers =
-        positive(v)?),
-    flag!("max-message-size", "BYTES", "largest frame or message from a client; more get 1009 [65536]", |c, v| c
-        .limits
-        .max_message_size =
-        positive(v)?),
-    flag!("peer-queue", "N", "messages queued per peer before it is dropped as a slow consumer [256]", |c, v| c
-        .limits
-        .peer_queue =
-        positive(v)?),
-    flag!("router-queue", "N", "commands queued for the router thread [4096]", |c, v| c
-        .limits
-        .router_queue =
-        positive(v)?),
-    flag!("rate-limit", "N", "messages per second per session, 0 = unlimited [100]", |c, v| c
-        .limits
-        .rate_per_sec =
-        num(v)?),
-    flag!("rate-burst", "N", "messages a session may send in a burst [200]", |c, v| c
-        .limits
-        .rate_burst =
-        num::<u32>(v)?.max(1)),
-    flag!("rate-strikes", "N", "dropped messages in a row before close 4429 [20]", |c, v| c
-        .limits
-        .rate_strikes =
-        num::<u32>(v)?.max(1)),
-    flag!("idle-timeout", "SECS", "close a session silent this long with 4408 [60]", |c, v| c
-        .limits
-        .idle_timeout =
-        secs(v)?),
-    flag!("ping-interval", "SECS", "send a WebSocket ping this often [20]", |c, v| c
-        .limits
-        .ping_interval =
-        secs(v)?),
-    flag!("write-timeout", "SECS", "a write blocked this long makes the peer a slow consumer [10]", |c, v| c
-        .limits
-        .write_timeout =
-        secs(v)?),
-    flag!("close-timeout", "SECS", "wait this long for the client's close reply [1]", |c, v| c
-        .limits
-        .close_timeout =
-        secs(v)?),
-    flag!("http-head-max", "BYTES", "largest HTTP request head; more get 431 [8192]", |c, v| c
-        .limits
-        .http_head_max =
-        positive(v)?),
-    flag!("http-head-timeout", "SECS", "time to send a request head, and keep-alive idle time [10]", |c, v| c
-        .limits
-        .http_head_timeout =
-        secs(v)?),
-    flag!("read-buffer", "BYTES", "WebSocket read buffer per session [4096]", |c, v| c
-        .limits
-        .read_buffer =
-        positive(v)?),
-    flag!("write-buffer", "BYTES", "WebSocket write buffer per session [16384]", |c, v| c
-        .limits
-        .write_buffer =
-        positive(v)?),
-    flag!("reader-stack", "BYTES", "stack size of connection threads [262144]", |c, v| c
-        .limits
-        .reader_stack =
-        num::<usize>(v)?.max(64 * 1024)),
-    flag!("writer-stack", "BYTES", "stack size of session writer threads [65536]", |c, v| c
-        .limits
-        .writer_stack =
-        num::<usize>(v)?.max(32 * 1024)),
-    flag!("log-level", "LEVEL", "off, error, warn, info, debug or trace [info]", |c, v| c
-        .log_level =
-        log_level(v)?),
+    flag!("bind", "ADDR", "address to listen on [0.0.0.0]", |c, v| c
+        .bind =
+        v.parse()
+            .map_err(|_| format!("{v:?} is not an IP address"))?),
+    flag!(
+        "port",
+        "N",
+        "TCP port; 0 picks a free one [8000]",
+        |c, v| c.port = num(v)?
+    ),
+    flag!(
+        "stun",
+        "URL",
+        "STUN server for /webrtc/ice-servers, e.g. stun:host:3478 (repeatable) [none]",
+        |c, v| c.ice_servers.push(ice_url(v, "stun")?)
+    ),
+    flag!(
+        "turn",
+        "URL",
+        "TURN server for /webrtc/ice-servers (repeatable) [none]",
+        |c, v| c.ice_servers.push(ice_url(v, "turn")?)
+    ),
+    flag!(
+        "turn-username",
+        "NAME",
+        "username announced with the --turn servers [none]",
+        |c, v| c.turn_username = Some(v.to_owned())
+    ),
+    flag!(
+        "turn-credential",
+        "SECRET",
+        "credential announced with the --turn servers [none]",
+        |c, v| c.turn_credential = Some(v.to_owned())
+    ),
+    flag!(
+        "max-connections",
+        "N",
+        "signaling sessions at once; more get 4503 server_full [1024]",
+        |c, v| c.limits.max_connections = positive(v)?
+    ),
+    flag!(
+        "max-http-connections",
+        "N",
+        "connections in REST or handshake at once, on top of the sessions [64]",
+        |c, v| c.limits.max_http_connections = positive(v)?
+    ),
+    flag!(
+        "max-room-peers",
+        "N",
+        "peers per room; more get 4503 room_full [32]",
+        |c, v| c.limits.max_room_peers = positive(v)?
+    ),
+    flag!(
+        "max-message-size",
+        "BYTES",
+        "largest frame or message from a client; more get 1009 [65536]",
+        |c, v| c.limits.max_message_size = positive(v)?
+    ),
+    flag!(
+        "peer-queue",
+        "N",
+        "messages queued per peer before it is dropped as a slow consumer [256]",
+        |c, v| c.limits.peer_queue = positive(v)?
+    ),
+    flag!(
+        "router-queue",
+        "N",
+        "commands queued for the router thread [4096]",
+        |c, v| c.limits.router_queue = positive(v)?
+    ),
+    flag!(
+        "rate-limit",
+        "N",
+        "messages per second per session, 0 = unlimited [100]",
+        |c, v| c.limits.rate_per_sec = num(v)?
+    ),
+    flag!(
+        "rate-burst",
+        "N",
+        "messages a session may send in a burst [200]",
+        |c, v| c.limits.rate_burst = num::<u32>(v)?.max(1)
+    ),
+    flag!(
+        "rate-strikes",
+        "N",
+        "dropped messages in a row before close 4429 [20]",
+        |c, v| c.limits.rate_strikes = num::<u32>(v)?.max(1)
+    ),
+    flag!(
+        "idle-timeout",
+        "SECS",
+        "close a session silent this long with 4408 [60]",
+        |c, v| c.limits.idle_timeout = secs(v)?
+    ),
+    flag!(
+        "ping-interval",
+        "SECS",
+        "send a WebSocket ping this often [20]",
+        |c, v| c.limits.ping_interval = secs(v)?
+    ),
+    flag!(
+        "write-timeout",
+        "SECS",
+        "a write blocked this long makes the peer a slow consumer [10]",
+        |c, v| c.limits.write_timeout = secs(v)?
+    ),
+    flag!(
+        "close-timeout",
+        "SECS",
+        "wait this long for the client's close reply [1]",
+        |c, v| c.limits.close_timeout = secs(v)?
+    ),
+    flag!(
+        "http-head-max",
+        "BYTES",
+        "largest HTTP request head; more get 431 [8192]",
+        |c, v| c.limits.http_head_max = positive(v)?
+    ),
+    flag!(
+        "http-head-timeout",
+        "SECS",
+        "time to send a request head, and keep-alive idle time [10]",
+        |c, v| c.limits.http_head_timeout = secs(v)?
+    ),
+    flag!(
+        "read-buffer",
+        "BYTES",
+        "WebSocket read buffer per session [4096]",
+        |c, v| c.limits.read_buffer = positive(v)?
+    ),
+    flag!(
+        "write-buffer",
+        "BYTES",
+        "WebSocket write buffer per session [16384]",
+        |c, v| c.limits.write_buffer = positive(v)?
+    ),
+    flag!(
+        "reader-stack",
+        "BYTES",
+        "stack size of connection threads [131072]",
+        |c, v| c.limits.reader_stack = num::<usize>(v)?.max(64 * 1024)
+    ),
+    flag!(
+        "writer-stack",
+        "BYTES",
+        "stack size of session writer threads [65536]",
+        |c, v| c.limits.writer_stack = num::<usize>(v)?.max(32 * 1024)
+    ),
+    flag!(
+        "log-level",
+        "LEVEL",
+        "off, error, warn, info, debug or trace [info]",
+        |c, v| c.log_level = log_level(v)?
+    ),
 ];
 
 fn ice_url(v: &str, scheme: &str) -> Result<String, String> {
@@ -285,7 +346,10 @@ fn log_level(v: &str) -> Result<String, String> {
 }
 
 fn env_name(flag: &str) -> String {
-    format!("WEBRTC_SIGNALING_{}", flag.replace('-', "_").to_ascii_uppercase())
+    format!(
+        "WEBRTC_SIGNALING_{}",
+        flag.replace('-', "_").to_ascii_uppercase()
+    )
 }
 
 /// The `--help` text.
@@ -326,7 +390,8 @@ impl Cli {
                     vec![value.as_str()]
                 };
                 for v in values {
-                    (f.set)(&mut config, v.trim()).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+                    (f.set)(&mut config, v.trim())
+                        .map_err(|e| ConfigError(format!("{name}: {e}")))?;
                 }
             }
         }
@@ -338,7 +403,9 @@ impl Cli {
                 _ => {}
             }
             let Some(body) = arg.strip_prefix("--") else {
-                return Err(ConfigError(format!("unexpected argument {arg:?} (see --help)")));
+                return Err(ConfigError(format!(
+                    "unexpected argument {arg:?} (see --help)"
+                )));
             };
             let (name, inline) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_owned())),
@@ -349,7 +416,12 @@ impl Cli {
             };
             let value = match inline.or_else(|| args.next()) {
                 Some(v) => v,
-                None => return Err(ConfigError(format!("--{name} needs a value ({})", flag.value))),
+                None => {
+                    return Err(ConfigError(format!(
+                        "--{name} needs a value ({})",
+                        flag.value
+                    )))
+                }
             };
             (flag.set)(&mut config, &value).map_err(|e| ConfigError(format!("--{name}: {e}")))?;
         }
@@ -391,7 +463,13 @@ mod tests {
     #[test]
     fn flags_beat_env() {
         let c = parse(
-            &["--port", "9000", "--idle-timeout=2.5", "--stun", "stun:a:3478"],
+            &[
+                "--port",
+                "9000",
+                "--idle-timeout=2.5",
+                "--stun",
+                "stun:a:3478",
+            ],
             &[
                 ("WEBRTC_SIGNALING_PORT", "7000"),
                 ("WEBRTC_SIGNALING_BIND", "127.0.0.1"),
@@ -404,7 +482,10 @@ mod tests {
         assert_eq!(c.port, 9000);
         assert_eq!(c.bind.to_string(), "127.0.0.1");
         assert_eq!(c.limits.idle_timeout, Duration::from_millis(2500));
-        assert_eq!(c.ice_servers, ["turn:x:3478", "turns:y:5349", "stun:a:3478"]);
+        assert_eq!(
+            c.ice_servers,
+            ["turn:x:3478", "turns:y:5349", "stun:a:3478"]
+        );
     }
 
     #[test]
@@ -413,10 +494,19 @@ mod tests {
             parse(&["--port", "x"], &[]).unwrap_err().to_string(),
             "--port: \"x\" is not a valid number"
         );
-        assert!(parse(&["--nope"], &[]).unwrap_err().0.contains("unknown flag"));
-        assert!(parse(&["--port"], &[]).unwrap_err().0.contains("needs a value"));
+        assert!(parse(&["--nope"], &[])
+            .unwrap_err()
+            .0
+            .contains("unknown flag"));
+        assert!(parse(&["--port"], &[])
+            .unwrap_err()
+            .0
+            .contains("needs a value"));
         assert!(parse(&["--stun", "http://x"], &[]).is_err());
-        assert!(parse(&["--turn", "turn:x"], &[]).unwrap_err().0.contains("--turn-username"));
+        assert!(parse(&["--turn", "turn:x"], &[])
+            .unwrap_err()
+            .0
+            .contains("--turn-username"));
         assert!(parse(&["--max-connections", "0"], &[]).is_err());
         assert!(parse(&[], &[("WEBRTC_SIGNALING_PORT", "-1")])
             .unwrap_err()

@@ -24,6 +24,7 @@ const CLIENT_HTML: &str = include_str!("../static/client.html");
 const SIGNALING_JS: &str = include_str!("../static/signaling.js");
 
 const JSON: &str = "application/json";
+const SERVER: &str = concat!("webrtc-signaling/", env!("CARGO_PKG_VERSION"));
 const MAX_HEADERS: usize = 64;
 /// How long a REST handler waits for the router before answering 503.
 const ROUTER_WAIT: Duration = Duration::from_secs(2);
@@ -79,7 +80,11 @@ enum HeadError {
 
 /// Reads one request head into `buf`, within `head_max` bytes and the head timeout:
 /// a client trickling bytes cannot hold the thread longer than that.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> Result<Head, HeadError> {
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    shared: &Shared,
+) -> Result<Head, HeadError> {
     let limits = &shared.limits;
     let deadline = Instant::now() + limits.http_head_timeout;
     let mut chunk = [0u8; 1024];
@@ -96,7 +101,12 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> Resu
                         headers: req
                             .headers
                             .iter()
-                            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                            .map(|h| {
+                                (
+                                    h.name.to_owned(),
+                                    String::from_utf8_lossy(h.value).into_owned(),
+                                )
+                            })
                             .collect(),
                     };
                     buf.drain(..len);
@@ -115,13 +125,20 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> Resu
         if left.is_zero() {
             return Err(HeadError::Timeout);
         }
-        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Io)?;
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|_| HeadError::Io)?;
         let want = room.min(chunk.len());
         match stream.read(&mut chunk[..want]) {
             Ok(0) if buf.is_empty() => return Err(HeadError::Closed),
             Ok(0) => return Err(HeadError::Malformed),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(HeadError::Timeout)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -171,7 +188,10 @@ fn header(name: &str, value: &str) -> Option<Header> {
 
 fn write_response(stream: &TcpStream, resp: Resp, head_only: bool, close: bool) -> io::Result<()> {
     let mut r = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
-    let mut headers = vec![header("Content-Type", resp.content_type)];
+    let mut headers = vec![
+        header("Server", SERVER),
+        header("Content-Type", resp.content_type),
+    ];
     headers.extend(resp.headers.iter().map(|(n, v)| header(n, v)));
     if close {
         headers.push(header("Connection", "close"));
@@ -187,7 +207,11 @@ fn write_response(stream: &TcpStream, resp: Resp, head_only: bool, close: bool) 
 /// What to do with a request.
 enum Action {
     Respond(Resp),
-    Upgrade { room: String, peer: String, accept: String },
+    Upgrade {
+        room: String,
+        peer: String,
+        accept: String,
+    },
 }
 
 /// Serves one accepted connection: REST requests (with keep-alive) until the client
@@ -199,11 +223,19 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
             Ok(h) => h,
             Err(e) => {
                 let resp = match e {
-                    HeadError::TooLarge => Some(Resp::error(431, "header_too_large", "the request head is too large")),
-                    HeadError::Timeout if !buf.is_empty() => {
-                        Some(Resp::error(408, "request_timeout", "the request head took too long"))
+                    HeadError::TooLarge => Some(Resp::error(
+                        431,
+                        "header_too_large",
+                        "the request head is too large",
+                    )),
+                    HeadError::Timeout if !buf.is_empty() => Some(Resp::error(
+                        408,
+                        "request_timeout",
+                        "the request head took too long",
+                    )),
+                    HeadError::Malformed => {
+                        Some(Resp::error(400, "bad_request", "malformed HTTP request"))
                     }
-                    HeadError::Malformed => Some(Resp::error(400, "bad_request", "malformed HTTP request")),
                     HeadError::Timeout | HeadError::Closed | HeadError::Io => None,
                 };
                 if let Some(resp) = resp {
@@ -225,7 +257,10 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
                 let Some(token) = shared.session_token() else {
                     return;
                 };
-                let resp = tiny_http::Response::empty(101);
+                let mut resp = tiny_http::Response::empty(101);
+                if let Some(h) = header("Server", SERVER) {
+                    resp.add_header(h);
+                }
                 let resp = match header("Sec-WebSocket-Accept", &accept) {
                     Some(h) => resp.with_header(h),
                     None => return,
@@ -257,7 +292,11 @@ fn route(head: &Head, shared: &Shared) -> Action {
         };
     }
     let resp = match path {
-        "/" | "/healthz" | "/webrtc/rooms" | "/webrtc/client" | "/webrtc/client/signaling.js"
+        "/"
+        | "/healthz"
+        | "/webrtc/rooms"
+        | "/webrtc/client"
+        | "/webrtc/client/signaling.js"
         | "/webrtc/ice-servers"
             if !read_only =>
         {
@@ -271,8 +310,10 @@ fn route(head: &Head, shared: &Shared) -> Action {
         "/healthz" => Resp::json(200, &serde_json::json!({"status": "ok"})),
         "/webrtc/client" => Resp::new(200, "text/html; charset=utf-8", CLIENT_HTML)
             .with("Cache-Control", "no-cache"),
-        "/webrtc/client/signaling.js" => Resp::new(200, "text/javascript; charset=utf-8", SIGNALING_JS)
-            .with("Cache-Control", "no-cache"),
+        "/webrtc/client/signaling.js" => {
+            Resp::new(200, "text/javascript; charset=utf-8", SIGNALING_JS)
+                .with("Cache-Control", "no-cache")
+        }
         "/webrtc/ice-servers" => Resp::new(200, JSON, shared.ice_json.as_bytes().to_vec()),
         "/webrtc/rooms" => match ask(shared, Command::ListRooms) {
             Some(Reply::Rooms(rooms)) => Resp::json(200, &serde_json::json!({ "rooms": rooms })),
@@ -312,16 +353,26 @@ fn signaling(head: &Head, room: &str, peer: &str) -> Action {
     if head.method != "GET" {
         return Action::Respond(method_not_allowed("GET"));
     }
-    let upgrade = head.header_has_token("upgrade", "websocket") && head.header_has_token("connection", "upgrade");
+    let upgrade = head.header_has_token("upgrade", "websocket")
+        && head.header_has_token("connection", "upgrade");
     if !upgrade {
         return Action::Respond(
-            Resp::error(426, "upgrade_required", "this path takes a WebSocket upgrade").with("Upgrade", "websocket"),
+            Resp::error(
+                426,
+                "upgrade_required",
+                "this path takes a WebSocket upgrade",
+            )
+            .with("Upgrade", "websocket"),
         );
     }
     if head.header("sec-websocket-version").map(str::trim) != Some("13") {
         return Action::Respond(
-            Resp::error(426, "unsupported_websocket_version", "only WebSocket version 13 is supported")
-                .with("Sec-WebSocket-Version", "13"),
+            Resp::error(
+                426,
+                "unsupported_websocket_version",
+                "only WebSocket version 13 is supported",
+            )
+            .with("Sec-WebSocket-Version", "13"),
         );
     }
     match head.header("sec-websocket-key").map(str::trim) {
@@ -330,7 +381,11 @@ fn signaling(head: &Head, room: &str, peer: &str) -> Action {
             peer: peer.to_owned(),
             accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
         },
-        _ => Action::Respond(Resp::error(400, "bad_request", "Sec-WebSocket-Key is missing")),
+        _ => Action::Respond(Resp::error(
+            400,
+            "bad_request",
+            "Sec-WebSocket-Key is missing",
+        )),
     }
 }
 
@@ -338,7 +393,13 @@ fn ask(shared: &Shared, cmd: Command<session::SessionMailbox>) -> Option<Reply> 
     let (tx, rx) = bounded(1);
     shared
         .router
-        .send_timeout(Envelope { cmd, reply: Some(tx) }, ROUTER_WAIT)
+        .send_timeout(
+            Envelope {
+                cmd,
+                reply: Some(tx),
+            },
+            ROUTER_WAIT,
+        )
         .ok()?;
     rx.recv_timeout(ROUTER_WAIT).ok()
 }

@@ -1,5 +1,6 @@
 //! The `webrtc-signaling` binary: flags, logging, `Server::start`, and signals.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use log::{error, LevelFilter};
@@ -32,7 +33,11 @@ fn main() -> ExitCode {
         level,
         log_config,
         simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Auto,
+        if std::io::stderr().is_terminal() {
+            simplelog::ColorChoice::Auto
+        } else {
+            simplelog::ColorChoice::Never
+        },
     );
     // Register before starting threads so no signal is lost in between.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {

@@ -220,8 +220,12 @@ impl CloseReason {
     /// The human sentence of the `error` message.
     pub fn message(self) -> &'static str {
         match self {
-            CloseReason::InvalidRoomId => "room_id must be 1-64 characters from A-Z a-z 0-9 . _ ~ -",
-            CloseReason::InvalidPeerId => "peer_id must be 1-64 characters from A-Z a-z 0-9 . _ ~ -",
+            CloseReason::InvalidRoomId => {
+                "room_id must be 1-64 characters from A-Z a-z 0-9 . _ ~ -"
+            }
+            CloseReason::InvalidPeerId => {
+                "peer_id must be 1-64 characters from A-Z a-z 0-9 . _ ~ -"
+            }
             CloseReason::Unauthorized => "a valid token for this room and peer is required",
             CloseReason::OriginNotAllowed => "this Origin may not open signaling sessions",
             CloseReason::Kicked => "an operator removed this peer",
@@ -346,7 +350,10 @@ pub fn parse_inbound(text: &str, from: &PeerId) -> Result<Inbound, Rejection> {
         if e.is_data() {
             Rejection::new(ErrorCode::InvalidMessage, format!("malformed message: {e}"))
         } else {
-            Rejection::new(ErrorCode::InvalidJson, format!("the message is not valid JSON: {e}"))
+            Rejection::new(
+                ErrorCode::InvalidJson,
+                format!("the message is not valid JSON: {e}"),
+            )
         }
     })?;
     let kind = fields
@@ -513,7 +520,10 @@ mod tests {
     fn ids_follow_section_2() {
         assert!(PeerId::parse("aZ09._~-").is_ok());
         assert_eq!(PeerId::parse("").unwrap_err(), IdError::Empty);
-        assert_eq!(PeerId::parse(&"a".repeat(65)).unwrap_err(), IdError::TooLong);
+        assert_eq!(
+            PeerId::parse(&"a".repeat(65)).unwrap_err(),
+            IdError::TooLong
+        );
         assert!(PeerId::parse(&"a".repeat(64)).is_ok());
         for bad in ["a b", "a/b", "é", "a%20", "a+b", "a?b"] {
             assert_eq!(PeerId::parse(bad).unwrap_err(), IdError::BadChar, "{bad}");
@@ -538,7 +548,9 @@ mod tests {
     fn big_numbers_are_relayed_verbatim() {
         let text = r#"{"type":"answer","answer":{"n":123456789012345678901234567890},"target_peer_id":"p2"}"#;
         match parse_inbound(text, &peer("me")).unwrap() {
-            Inbound::Relay { frame, .. } => assert!(frame.contains("123456789012345678901234567890")),
+            Inbound::Relay { frame, .. } => {
+                assert!(frame.contains("123456789012345678901234567890"))
+            }
             Inbound::Ping => panic!(),
         }
     }

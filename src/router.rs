@@ -247,7 +247,11 @@ impl<M: Mailbox> Router<M> {
                 }
             }
             None => {
-                let msg = format!("peer {:?} is not in room {:?}", target.as_str(), room_id.as_str());
+                let msg = format!(
+                    "peer {:?} is not in room {:?}",
+                    target.as_str(),
+                    room_id.as_str()
+                );
                 let err: Text = outbound::error(ErrorCode::PeerNotFound, &msg).into();
                 if room.members[from_idx].mailbox.push(err).is_err() {
                     self.evict(room_id, from_idx);
@@ -392,7 +396,13 @@ mod tests {
         })
     }
 
-    fn join(r: &mut Router<TestBox>, rm: &str, p: &str, session: SessionId, cap: usize) -> (Reply, TestBox) {
+    fn join(
+        r: &mut Router<TestBox>,
+        rm: &str,
+        p: &str,
+        session: SessionId,
+        cap: usize,
+    ) -> (Reply, TestBox) {
         let mb = TestBox::new(cap);
         let reply = r.handle(Command::Join {
             room: room(rm),
@@ -403,7 +413,14 @@ mod tests {
         (reply, mb)
     }
 
-    fn relay(r: &mut Router<TestBox>, rm: &str, from: &str, session: SessionId, to: &str, text: &str) {
+    fn relay(
+        r: &mut Router<TestBox>,
+        rm: &str,
+        from: &str,
+        session: SessionId,
+        to: &str,
+        text: &str,
+    ) {
         r.handle(Command::Relay {
             room: room(rm),
             from: peer(from),
@@ -472,7 +489,9 @@ mod tests {
         relay(&mut r, "r", "a", 1, "a", "self");
         let errs = a.take();
         assert_eq!(errs.len(), 2);
-        assert!(errs.iter().all(|e| e.contains(r#""code":"peer_not_found""#)));
+        assert!(errs
+            .iter()
+            .all(|e| e.contains(r#""code":"peer_not_found""#)));
         assert!(x.take().is_empty(), "rooms are isolated");
     }
 
@@ -589,7 +608,9 @@ mod tests {
             ])
         );
         assert_eq!(
-            r.handle(Command::ListPeers { room: room("alpha") }),
+            r.handle(Command::ListPeers {
+                room: room("alpha")
+            }),
             Reply::Peers(Some(vec![peer("p2"), peer("p1")]))
         );
         assert_eq!(

@@ -12,9 +12,9 @@ use crossbeam_channel::{bounded, Sender};
 use log::{info, warn};
 
 use crate::config::{Config, Limits};
+use crate::http;
 use crate::router::{self, Command, Envelope, Router, RouterLimits};
 use crate::session::SessionMailbox;
-use crate::http;
 
 /// State shared by all connection threads: configuration, the router's inbox and
 /// counters. Room state lives only in the router thread.

@@ -25,7 +25,7 @@ use tungstenite::{Bytes, Error as WsError, Message};
 use crate::config::Limits;
 use crate::protocol::{outbound, parse_inbound, CloseReason, ErrorCode, Inbound, PeerId, RoomId};
 use crate::router::{Command, Envelope, Full, Mailbox, Reply, Text};
-use crate::server::{Shared, SessionToken};
+use crate::server::{SessionToken, Shared};
 
 /// What the writer sends besides text.
 pub enum Outbound {
@@ -60,7 +60,11 @@ pub struct SessionMailbox {
 
 impl Mailbox for SessionMailbox {
     fn push(&self, text: Text) -> Result<(), Full> {
-        self.out.try_send(Outbound::Text(text)).map_err(|_| Full)
+        match self.out.try_send(Outbound::Text(text)) {
+            Err(TrySendError::Full(_)) => Err(Full),
+            // The writer is gone: the session is ending and its Leave is on the way.
+            Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
+        }
     }
 
     fn close(&self, reason: CloseReason) {
@@ -231,7 +235,9 @@ pub fn run(
         ctl.close(CloseReason::Internal);
         let _ = stream.shutdown(Shutdown::Both);
     } else {
-        read_loop(&stream, leftover, limits, &room, &peer, session, shared, &out_tx, &ctl);
+        read_loop(
+            &stream, leftover, limits, &room, &peer, session, shared, &out_tx, &ctl,
+        );
     }
     drop(leave);
     drop(done_tx);
@@ -287,7 +293,8 @@ fn read_loop(
     if let Err(e) = half.0.set_read_timeout(nonzero(limits.idle_timeout)) {
         warn!("set_read_timeout: {e}");
     }
-    let mut ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config(limits)));
+    let mut ws =
+        WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config(limits)));
     let mut rate = RateLimit::new(limits);
     // Our own errors go into our own queue; if it is full we are not being read.
     let reply = |msg: Outbound| -> Result<(), CloseReason> {
@@ -314,7 +321,8 @@ fn read_loop(
             // tungstenite has consumed the frame; like any bad message it only earns an
             // error (PROTOCOL.md §5: a bad message never closes the session).
             Err(WsError::Utf8(_)) => {
-                if let Err(r) = reject(ErrorCode::InvalidJson, "the text frame is not valid UTF-8") {
+                if let Err(r) = reject(ErrorCode::InvalidJson, "the text frame is not valid UTF-8")
+                {
                     break r;
                 }
                 continue;
@@ -326,7 +334,10 @@ fn read_loop(
             if rate.strikes >= limits.rate_strikes {
                 break CloseReason::RateLimited;
             }
-            if let Err(r) = reject(ErrorCode::RateLimited, "rate limit exceeded: message dropped") {
+            if let Err(r) = reject(
+                ErrorCode::RateLimited,
+                "rate limit exceeded: message dropped",
+            ) {
                 break r;
             }
             continue;
@@ -334,7 +345,11 @@ fn read_loop(
         let result = match msg {
             Message::Text(text) => match parse_inbound(text.as_str(), peer) {
                 Ok(Inbound::Ping) => reply(Outbound::Text(Text::from_static(outbound::PONG))),
-                Ok(Inbound::Relay { kind, target, frame }) => {
+                Ok(Inbound::Relay {
+                    kind,
+                    target,
+                    frame,
+                }) => {
                     let cmd = Command::Relay {
                         room: room.clone(),
                         from: peer.clone(),
@@ -370,7 +385,10 @@ fn read_loop(
             break reason;
         }
     };
-    let client_done = matches!(ended, CloseReason::ClientClosed(_) | CloseReason::Disconnected);
+    let client_done = matches!(
+        ended,
+        CloseReason::ClientClosed(_) | CloseReason::Disconnected
+    );
     ctl.close(ended);
     if !client_done {
         // Lingering close: keep reading (and discarding) until the client has seen our
@@ -390,7 +408,12 @@ fn read_loop(
 fn read_error(e: WsError) -> CloseReason {
     match e {
         WsError::Capacity(_) => CloseReason::MessageTooLarge,
-        WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        WsError::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             CloseReason::Timeout
         }
         WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)
@@ -431,7 +454,9 @@ fn write_loop(
             }
         }
         // Without pings the writer sleeps until a message or a close arrives.
-        let idle = next_ping.map_or(Duration::from_secs(86_400), |at| at.saturating_duration_since(now));
+        let idle = next_ping.map_or(Duration::from_secs(86_400), |at| {
+            at.saturating_duration_since(now)
+        });
         select! {
             recv(wake) -> _ => break None,
             recv(out) -> msg => {
@@ -471,12 +496,18 @@ fn write_loop(
     }
     let _ = stream.shutdown(Shutdown::Write);
     // Give the client the close timeout to answer; then cut the reader loose.
-    if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = reader_done.recv_timeout(limits.close_timeout) {
+    if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+        reader_done.recv_timeout(limits.close_timeout)
+    {
         let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
-fn write_one(ws: &mut WebSocketContext, stream: &mut TcpStream, msg: Outbound) -> Result<(), CloseReason> {
+fn write_one(
+    ws: &mut WebSocketContext,
+    stream: &mut TcpStream,
+    msg: Outbound,
+) -> Result<(), CloseReason> {
     let msg = match msg {
         Outbound::Text(t) => Message::Text(t),
         Outbound::Pong(p) => Message::Pong(p),
@@ -502,7 +533,12 @@ fn write_batch(
     ws.flush(stream).map_err(write_error)
 }
 
-fn send(ws: &mut WebSocketContext, stream: &mut TcpStream, msg: Message, flush: bool) -> Result<(), CloseReason> {
+fn send(
+    ws: &mut WebSocketContext,
+    stream: &mut TcpStream,
+    msg: Message,
+    flush: bool,
+) -> Result<(), CloseReason> {
     ws.write(stream, msg).map_err(write_error)?;
     if flush {
         ws.flush(stream).map_err(write_error)?;
@@ -512,7 +548,12 @@ fn send(ws: &mut WebSocketContext, stream: &mut TcpStream, msg: Message, flush: 
 
 fn write_error(e: WsError) -> CloseReason {
     match e {
-        WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        WsError::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             CloseReason::SlowConsumer
         }
         WsError::WriteBufferFull(_) => CloseReason::SlowConsumer,
@@ -525,7 +566,10 @@ pub fn refuse(mut stream: TcpStream, limits: &Limits, reason: CloseReason) {
     let _ = stream.set_write_timeout(nonzero(limits.write_timeout));
     let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
     if let Some(code) = reason.error_code() {
-        let _ = ws.write(&mut stream, Message::text(outbound::error(code, reason.message())));
+        let _ = ws.write(
+            &mut stream,
+            Message::text(outbound::error(code, reason.message())),
+        );
     }
     let frame = CloseFrame {
         code: CloseCode::from(reason.close_code()),

@@ -86,7 +86,8 @@ impl Running {
     fn wait_exit(mut self) -> (Option<i32>, Duration, Vec<String>) {
         let started = Instant::now();
         let (tx, rx) = mpsc::channel();
-        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
+        let mut child =
+            std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
         thread::spawn(move || {
             let _ = tx.send(child.wait().map(|s| s.code()));
         });
@@ -110,7 +111,10 @@ impl Drop for Running {
 
 #[test]
 fn help_documents_every_flag_with_its_env_variable() {
-    let out = Command::new(BIN).arg("--help").output().expect("run --help");
+    let out = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in [
@@ -163,7 +167,13 @@ fn env_variables_configure_the_binary() {
         .map_while(Result::ok)
         .find(|l| l.contains("listening on "))
         .expect("listening line");
-    let addr: SocketAddr = line.rsplit("listening on ").next().unwrap().trim().parse().unwrap();
+    let addr: SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(addr.ip().is_loopback());
     let body = common::get_json(addr, "/webrtc/ice-servers");
     let _ = child.kill();
@@ -219,5 +229,8 @@ fn debug_log_names_relays_without_their_bodies() {
     assert!(!line.contains("SECRET-SDP"));
     server.signal("TERM");
     let (_, _, lines) = server.wait_exit();
-    assert!(lines.iter().all(|l| !l.contains("SECRET-SDP")), "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| !l.contains("SECRET-SDP")),
+        "{lines:#?}"
+    );
 }
