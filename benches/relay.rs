@@ -14,7 +14,7 @@ type Ws = WebSocket<TcpStream>;
 
 /// A ~2.4 KB SDP body, the size of a real audio+video offer.
 fn sdp(kind: &str) -> String {
-    let mut s = format!("v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n");
+    let mut s = String::from("v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n");
     while s.len() < 2400 {
         s.push_str("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n");
     }
@@ -23,9 +23,11 @@ fn sdp(kind: &str) -> String {
 }
 
 fn server() -> Server {
-    let mut cfg = Config::default();
-    cfg.bind = "127.0.0.1".parse().expect("ip");
-    cfg.port = 0;
+    let mut cfg = Config {
+        bind: "127.0.0.1".parse().expect("ip"),
+        port: 0,
+        ..Config::default()
+    };
     cfg.limits.rate_per_sec = 0;
     Server::start(cfg).expect("server")
 }

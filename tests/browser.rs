@@ -31,6 +31,9 @@ use webrtc_signaling::{Config, Server};
 const INNER_ENV: &str = "WEBRTC_SIGNALING_BROWSER_NETNS";
 const REQUIRE_ENV: &str = "WEBRTC_SIGNALING_REQUIRE_BROWSER";
 const SCREENSHOT_ENV: &str = "WEBRTC_SIGNALING_SCREENSHOT";
+/// =1: print every page's #status, #peers, videos and #log tail at the end
+/// of each scenario (they are always printed when a scenario fails).
+const LOGS_ENV: &str = "WEBRTC_SIGNALING_BROWSER_LOGS";
 
 /// Generous deadlines: they bound a failure, they do not pace the test.
 const SHORT: Duration = Duration::from_secs(10);
@@ -52,10 +55,16 @@ macro_rules! browser_test {
 browser_test!(a_seed_two_tabs_see_each_other, "(a) seed steps, two tabs");
 browser_test!(b_late_video_one_side_only, "(b) late video, one side only");
 browser_test!(c_three_peers_full_mesh, "(c) three peers, full mesh");
-browser_test!(d_closed_tab_leaves_and_rejoins, "(d) closed tab leaves, id rejoins");
+browser_test!(
+    d_closed_tab_leaves_and_rejoins,
+    "(d) closed tab leaves, id rejoins"
+);
 browser_test!(e_duplicate_peer_id_refused, "(e) duplicate peer id refused");
 browser_test!(f_no_camera_still_receives, "(f) no camera, still receives");
-browser_test!(g_stop_and_restart_video, "(g) stop/restart video, both sides");
+browser_test!(
+    g_stop_and_restart_video,
+    "(g) stop/restart video, both sides"
+);
 
 mod scenario {
     use super::*;
@@ -95,9 +104,17 @@ mod scenario {
     pub fn b_late_video_one_side_only(env: &Env) {
         let b = env.browser();
         // "anna" < "bert": the late sender is the impolite peer.
-        let anna = b.open("anna", &env.client_url("?room=late&peer=anna&autoconnect=1"), None);
+        let anna = b.open(
+            "anna",
+            &env.client_url("?room=late&peer=anna&autoconnect=1"),
+            None,
+        );
         anna.wait_status("connected");
-        let bert = b.open("bert", &env.client_url("?room=late&peer=bert&autoconnect=1"), None);
+        let bert = b.open(
+            "bert",
+            &env.client_url("?room=late&peer=bert&autoconnect=1"),
+            None,
+        );
         bert.wait_status("connected");
         anna.wait_peers(&["bert"]);
         bert.wait_peers(&["anna"]);
@@ -125,9 +142,17 @@ mod scenario {
         );
         pa.click("connect");
         pa.wait_status("connected");
-        let pb = b.open("peer-b", &env.client_url("?room=mesh&peer=peer-b&autoconnect=1"), None);
+        let pb = b.open(
+            "peer-b",
+            &env.client_url("?room=mesh&peer=peer-b&autoconnect=1"),
+            None,
+        );
         pb.wait_status("connected");
-        let pc = b.open("peer-c", &env.client_url("?room=mesh&peer=peer-c&autoconnect=1"), None);
+        let pc = b.open(
+            "peer-c",
+            &env.client_url("?room=mesh&peer=peer-c&autoconnect=1"),
+            None,
+        );
         pc.wait_status("connected");
         pb.click("start-video");
         pc.click("start-video");
@@ -171,8 +196,16 @@ mod scenario {
         p3.close();
         let gone = "!document.querySelector('#peers li[data-peer-id=\"p3\"]') && \
                     !document.querySelector('#remote-videos video[data-peer-id=\"p3\"]')";
-        p1.wait("p3 gone from #peers and #remote-videos", gone, Duration::from_secs(5));
-        p2.wait("p3 gone from #peers and #remote-videos", gone, Duration::from_secs(5));
+        p1.wait(
+            "p3 gone from #peers and #remote-videos",
+            gone,
+            Duration::from_secs(5),
+        );
+        p2.wait(
+            "p3 gone from #peers and #remote-videos",
+            gone,
+            Duration::from_secs(5),
+        );
         println!(
             "    p3 disappeared from the other pages {} ms after its tab closed",
             closed_at.elapsed().as_millis()
@@ -216,7 +249,11 @@ mod scenario {
         second.assert_peers(&[]);
         second.assert_remote_videos(&[]);
         // The first session still works: a newcomer sees it.
-        let third = b.open("third", &env.client_url("?room=dup&peer=peer2&autoconnect=1"), None);
+        let third = b.open(
+            "third",
+            &env.client_url("?room=dup&peer=peer2&autoconnect=1"),
+            None,
+        );
         third.wait_status("connected");
         third.wait_peers(&["peer1"]);
         first.wait_peers(&["peer2"]);
@@ -228,7 +265,11 @@ mod scenario {
     /// the page still receives the other peer's video.
     pub fn f_no_camera_still_receives(env: &Env) {
         let b = env.browser();
-        let cam = b.open("cam", &env.client_url("?room=nocam&peer=cam&autoconnect=1"), None);
+        let cam = b.open(
+            "cam",
+            &env.client_url("?room=nocam&peer=cam&autoconnect=1"),
+            None,
+        );
         cam.wait_status("connected");
         cam.click("start-video");
         let no_camera = "if (navigator.mediaDevices) { \
@@ -248,7 +289,10 @@ mod scenario {
              return s.dataset.state === 'error' && s.textContent.includes('NotFoundError'); })()",
             SHORT,
         );
-        println!("    #status of the camera-less page: {:?}", nocam.status().1);
+        println!(
+            "    #status of the camera-less page: {:?}",
+            nocam.status().1
+        );
         nocam.assert_video_flowing("cam");
         nocam.assert_remote_videos(&["cam"]);
         cam.assert_remote_videos(&["nocam"]);
@@ -259,8 +303,16 @@ mod scenario {
     /// again renegotiates; both sides switching at once (offer collision).
     pub fn g_stop_and_restart_video(env: &Env) {
         let b = env.browser();
-        let p1 = b.open("peer1", &env.client_url("?room=toggle&peer=peer1&autoconnect=1"), None);
-        let p2 = b.open("peer2", &env.client_url("?room=toggle&peer=peer2&autoconnect=1"), None);
+        let p1 = b.open(
+            "peer1",
+            &env.client_url("?room=toggle&peer=peer1&autoconnect=1"),
+            None,
+        );
+        let p2 = b.open(
+            "peer2",
+            &env.client_url("?room=toggle&peer=peer2&autoconnect=1"),
+            None,
+        );
         p1.wait_status("connected");
         p2.wait_status("connected");
         p1.click("start-video");
@@ -328,7 +380,13 @@ fn run(test_name: &str, title: &str, scenario: fn(&Env)) {
         .args(unshare_args)
         .args(["--", "sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
         .arg(&exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            test_name,
+            "--exact",
+            "--nocapture",
+            "--quiet",
+            "--test-threads=1",
+        ])
         .env(INNER_ENV, &chromium)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -347,6 +405,8 @@ fn run(test_name: &str, title: &str, scenario: fn(&Env)) {
         .lines()
         .map_while(Result::ok)
     {
+        // libtest's own lines (`--quiet`: a "." per test) are not relayed.
+        let line = line.trim_start_matches('.');
         if line.starts_with("test result: ok. 1 passed") {
             ran = true;
         }
@@ -373,9 +433,8 @@ fn run(test_name: &str, title: &str, scenario: fn(&Env)) {
 fn prerequisites() -> &'static Result<(PathBuf, Vec<&'static str>), String> {
     static CHECK: OnceLock<Result<(PathBuf, Vec<&'static str>), String>> = OnceLock::new();
     CHECK.get_or_init(|| {
-        let chromium = find_chromium().ok_or_else(|| {
-            "Chromium not found (Debian: apt-get install chromium)".to_string()
-        })?;
+        let chromium = find_chromium()
+            .ok_or_else(|| "Chromium not found (Debian: apt-get install chromium)".to_string())?;
         // Root: plain `unshare -n`; otherwise an unprivileged user namespace.
         let mut why = Vec::new();
         for args in [vec!["-n"], vec!["-r", "-n"]] {
@@ -483,12 +542,9 @@ impl Browser {
     /// A new tab showing `url`; `init_script` runs before the page's own.
     fn open(&self, label: &str, url: &str, init_script: Option<&str>) -> Page<'_> {
         let (target, session) = self.cdp.new_tab().unwrap_or_else(|e| panic!("{e}"));
-        self.pages.borrow_mut().push((
-            label.to_string(),
-            target.clone(),
-            session.clone(),
-            true,
-        ));
+        self.pages
+            .borrow_mut()
+            .push((label.to_string(), target.clone(), session.clone(), true));
         let page = Page {
             b: self,
             label: label.to_string(),
@@ -565,10 +621,7 @@ impl Browser {
                 .unwrap_or(text);
             out.push_str(&format!("\n--- page {label} ---\n{pretty}\n"));
             for e in self.cdp.events(&session, "Runtime.exceptionThrown") {
-                out.push_str(&format!(
-                    "exception: {}\n",
-                    e.params["exceptionDetails"]
-                ));
+                out.push_str(&format!("exception: {}\n", e.params["exceptionDetails"]));
             }
         }
         out.push_str(&format!(
@@ -576,6 +629,14 @@ impl Browser {
             self.cdp.stderr_tail(15)
         ));
         out
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var(LOGS_ENV).as_deref() == Ok("1") {
+            println!("state of the pages:{}", self.diagnostics());
+        }
     }
 }
 
@@ -645,8 +706,9 @@ impl Page<'_> {
         }
     }
 
+    /// Panics; the Browser prints every page's state when it is dropped.
     fn fail(&self, msg: &str) -> ! {
-        panic!("page {}: {msg}{}", self.label, self.b.diagnostics());
+        panic!("page {}: {msg}", self.label);
     }
 
     /// Types like a user: focus the input, select its text, insert `text`.
@@ -819,7 +881,9 @@ impl Page<'_> {
             json!({ "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false }),
         );
         // Wait for a fresh frame at the new size before capturing.
-        self.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))");
+        self.eval(
+            "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))",
+        );
         let r = self.cmd("Page.captureScreenshot", json!({ "format": "png" }));
         let png = cdp::base64_decode(r["data"].as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("screenshot: {e}"));
@@ -829,6 +893,10 @@ impl Page<'_> {
         }
         std::fs::write(path, &png)
             .unwrap_or_else(|e| panic!("write screenshot {}: {e}", path.display()));
-        println!("    screenshot of {} saved to {}", self.label, path.display());
+        println!(
+            "    screenshot of {} saved to {}",
+            self.label,
+            path.display()
+        );
     }
 }

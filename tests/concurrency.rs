@@ -73,12 +73,21 @@ fn room_name(room: usize) -> String {
 /// (from, to) -> sequence numbers sent, in order.
 type SentLog = Vec<((String, String), u64)>;
 
-/// Read messages until the close echo, ignoring everything else.
+/// Read messages until the close echo; only peer_joined / peer_left may arrive.
 fn close_and_drain(mut c: Client, deadline: Instant) {
     c.ws.close(None).expect("send close");
     loop {
         match c.next_until(deadline) {
             Next::Msg(Message::Close(_)) => {}
+            Next::Msg(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                let kind = v["type"].as_str().unwrap_or("");
+                assert!(
+                    kind == "peer_joined" || kind == "peer_left",
+                    "{}: unexpected {v}",
+                    c.name
+                );
+            }
             Next::Msg(_) => continue,
             Next::Ended(_) => return,
             Next::TimedOut => panic!("{}: close not completed", c.name),
@@ -355,13 +364,23 @@ fn relay_is_exactly_once_and_ordered_under_churn() {
     let mut keys: Vec<&(String, String)> = expected.keys().chain(received.keys()).collect();
     keys.sort();
     keys.dedup();
-    for key in keys {
-        assert_eq!(
-            received.get(key),
-            expected.get(key),
-            "messages {} -> {}",
-            key.0,
-            key.1
-        );
-    }
+    let mismatches: Vec<String> = keys
+        .into_iter()
+        .filter(|k| received.get(*k) != expected.get(*k))
+        .map(|k| {
+            format!(
+                "{} -> {}: sent {:?}, received {:?}",
+                k.0,
+                k.1,
+                expected.get(k),
+                received.get(k)
+            )
+        })
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "{} sender/receiver pairs differ (first 10):\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(10)].join("\n")
+    );
 }

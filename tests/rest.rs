@@ -267,6 +267,13 @@ fn plain_get_on_signaling_path_is_426_upgrade_required() {
     let server = start();
     let resp = get(server.local_addr(), "/webrtc/signaling/room/peer");
     resp.assert_error(426, "upgrade_required");
+}
+
+#[test]
+fn upgrade_required_response_carries_upgrade_websocket_header() {
+    let server = start();
+    let resp = get(server.local_addr(), "/webrtc/signaling/room/peer");
+    assert_eq!(resp.status, 426);
     // RFC 9110 §15.5.22: a 426 response carries an Upgrade header.
     let upgrade = resp
         .header("upgrade")

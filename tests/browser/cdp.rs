@@ -160,10 +160,7 @@ impl Chromium {
             if Instant::now() > deadline {
                 return Err(format!("{method}: no answer within 60 s"));
             }
-            let frame = conn
-                .ws
-                .read()
-                .map_err(|e| format!("{method}: read: {e}"))?;
+            let frame = conn.ws.read().map_err(|e| format!("{method}: read: {e}"))?;
             let text = match frame {
                 Message::Text(t) => t.to_string(),
                 Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -180,7 +177,10 @@ impl Chromium {
             }
             if let Some(m) = v.get("method").and_then(Value::as_str) {
                 conn.events.push(Event {
-                    session: v.get("sessionId").and_then(Value::as_str).map(str::to_string),
+                    session: v
+                        .get("sessionId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     method: m.to_string(),
                     params: v.get("params").cloned().unwrap_or(Value::Null),
                 });
