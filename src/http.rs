@@ -6,7 +6,7 @@
 //! reading and one writing the same socket, which tiny_http's upgrade cannot give
 //! (tiny_http#8). Responses are written with tiny_http's `Response`.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -186,23 +186,47 @@ fn header(name: &str, value: &str) -> Option<Header> {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-fn write_response(stream: &TcpStream, resp: Resp, head_only: bool, close: bool) -> io::Result<()> {
-    let mut r = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+/// Writes `resp` with tiny_http's response writer, in one `write` call.
+fn write_response(
+    mut stream: &TcpStream,
+    resp: Resp,
+    head_only: bool,
+    close: bool,
+) -> io::Result<()> {
+    // Always a Content-Length (the body is in memory), never chunked.
+    let mut r = tiny_http::Response::from_data(resp.body)
+        .with_status_code(resp.status)
+        .with_chunked_threshold(usize::MAX);
+    let mut hop_by_hop = String::new();
     let mut headers = vec![
         header("Server", SERVER),
         header("Content-Type", resp.content_type),
     ];
-    headers.extend(resp.headers.iter().map(|(n, v)| header(n, v)));
+    for (name, value) in &resp.headers {
+        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            hop_by_hop.push_str(&format!("{name}: {value}\r\n"));
+        } else {
+            headers.push(header(name, value));
+        }
+    }
     if close {
-        headers.push(header("Connection", "close"));
+        hop_by_hop.push_str("Connection: close\r\n");
     }
     for h in headers.into_iter().flatten() {
         r.add_header(h);
     }
-    let mut w = BufWriter::with_capacity(2048, stream);
-    r.raw_print(&mut w, HTTPVersion(1, 1), &[], head_only, None)?;
-    w.flush()
+    let mut out = Vec::with_capacity(512);
+    r.raw_print(&mut out, HTTPVersion(1, 1), &[], head_only, None)?;
+    // tiny_http reserves Connection and Upgrade for itself; they go right after the
+    // status line (which never contains CRLF).
+    if let Some(at) = out.windows(2).position(|w| w == b"\r\n") {
+        out.splice(at + 2..at + 2, hop_by_hop.into_bytes());
+    }
+    stream.write_all(&out)
 }
+
+/// Headers tiny_http's `Response` refuses to carry.
+const HOP_BY_HOP: [&str; 2] = ["Connection", "Upgrade"];
 
 /// What to do with a request.
 enum Action {
@@ -265,11 +289,10 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
                     Some(h) => resp.with_header(h),
                     None => return,
                 };
-                let mut w = BufWriter::with_capacity(512, &stream);
+                let mut head = Vec::with_capacity(256);
                 let sent = resp
-                    .raw_print(&mut w, HTTPVersion(1, 1), &[], false, Some("websocket"))
-                    .and_then(|_| w.flush());
-                drop(w);
+                    .raw_print(&mut head, HTTPVersion(1, 1), &[], false, Some("websocket"))
+                    .and_then(|_| (&stream).write_all(&head));
                 if sent.is_ok() {
                     session::run(stream, buf, &room, &peer, remote, &shared, token);
                 }

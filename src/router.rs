@@ -281,7 +281,10 @@ impl<M: Mailbox> Router<M> {
             }
             let left: Text = outbound::peer_left(&gone.peer).into();
             let mut slow = Vec::new();
-            for member in &room.members {
+            // At shutdown everyone is being closed with going_away: no peer_left noise
+            // ahead of that error.
+            let members = if self.shutting_down { &[][..] } else { &room.members[..] };
+            for member in members {
                 if member.mailbox.push(left.clone()).is_err() {
                     slow.push(member.peer.clone());
                 }
@@ -623,11 +626,19 @@ mod tests {
     fn shutdown_closes_everyone_and_refuses_joins() {
         let mut r = router(10, 10);
         let (_, a) = join(&mut r, "r", "a", 1, 10);
-        let (_, b) = join(&mut r, "s", "b", 2, 10);
+        let (_, b) = join(&mut r, "r", "b", 2, 10);
+        a.take();
         r.handle(Command::Shutdown);
         assert_eq!(a.closed(), Some(CloseReason::GoingAway));
         assert_eq!(b.closed(), Some(CloseReason::GoingAway));
         let (rep, _) = join(&mut r, "r", "c", 3, 10);
         assert_eq!(rep, Reply::Refused(CloseReason::GoingAway));
+        r.handle(Command::Leave {
+            room: room("r"),
+            peer: peer("b"),
+            session: 2,
+        });
+        assert_eq!(r.sessions(), 1);
+        assert!(a.take().is_empty(), "no peer_left while shutting down");
     }
 }

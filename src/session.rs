@@ -13,10 +13,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, Receiver, SendTimeoutError, Sender, TrySendError};
 use log::{debug, info, warn};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
@@ -33,10 +35,14 @@ pub enum Outbound {
     Pong(Bytes),
 }
 
-/// How a session is told to end. The first reason wins; the writer is woken at once.
+/// How a session is told to end (the first reason wins; the writer is woken at once),
+/// and whether its socket is refusing data right now.
 pub struct Ctl {
     reason: OnceLock<CloseReason>,
     wake: Sender<()>,
+    /// Set by the writer while the kernel's send buffer is full (the client is not
+    /// reading); cleared as soon as the socket takes data again.
+    socket_full: AtomicBool,
 }
 
 impl Ctl {
@@ -49,6 +55,10 @@ impl Ctl {
     fn reason(&self) -> Option<CloseReason> {
         self.reason.get().copied()
     }
+
+    fn socket_full(&self) -> bool {
+        self.socket_full.load(Ordering::Acquire)
+    }
 }
 
 /// The router's handle on a session: the bounded outbound queue and the close switch.
@@ -56,15 +66,46 @@ impl Ctl {
 pub struct SessionMailbox {
     out: Sender<Outbound>,
     ctl: Arc<Ctl>,
+    /// How long a full queue may wait for a writer whose socket still takes data.
+    patience: Duration,
 }
+
+impl SessionMailbox {
+    /// Queues `msg` for the writer. A full queue alone does not make a slow consumer
+    /// (PROTOCOL.md §5 asks for a full socket buffer *and* a full queue): while the
+    /// socket takes data the writer is merely behind, so the caller waits for it, which
+    /// is back-pressure on the senders. Only when the writer reports the socket full,
+    /// or it has not caught up within the write timeout, is the peer given up.
+    fn offer(&self, msg: Outbound) -> Result<(), Full> {
+        let mut msg = match self.out.try_send(msg) {
+            Ok(()) => return Ok(()),
+            // The writer is gone: the session is ending and its Leave is on the way.
+            Err(TrySendError::Disconnected(_)) => return Ok(()),
+            Err(TrySendError::Full(m)) => m,
+        };
+        let deadline = Instant::now() + self.patience;
+        loop {
+            if self.ctl.reason().is_some() {
+                return Ok(()); // closing anyway: the message has nowhere to go
+            }
+            if self.ctl.socket_full() || Instant::now() >= deadline {
+                return Err(Full);
+            }
+            // Short slices so that a socket filling up meanwhile is noticed quickly.
+            match self.out.send_timeout(msg, CONGESTION_SLICE) {
+                Ok(()) | Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
+                Err(SendTimeoutError::Timeout(m)) => msg = m,
+            }
+        }
+    }
+}
+
+/// How often a sender waiting on a congested (but not stuck) peer re-checks it.
+const CONGESTION_SLICE: Duration = Duration::from_millis(5);
 
 impl Mailbox for SessionMailbox {
     fn push(&self, text: Text) -> Result<(), Full> {
-        match self.out.try_send(Outbound::Text(text)) {
-            Err(TrySendError::Full(_)) => Err(Full),
-            // The writer is gone: the session is ending and its Leave is on the way.
-            Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
-        }
+        self.offer(Outbound::Text(text))
     }
 
     fn close(&self, reason: CloseReason) {
@@ -88,6 +129,87 @@ impl Write for ReadHalf {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The writer's socket half. It sends without blocking (`MSG_DONTWAIT`, per call, so
+/// the reader's half stays blocking); when the kernel's send buffer is full it marks
+/// the session's socket full, which is what makes a full queue a slow consumer, and
+/// waits for the socket to drain, at most `timeout`.
+struct WriteHalf<'a> {
+    stream: TcpStream,
+    ctl: &'a Ctl,
+    timeout: Duration,
+}
+
+impl Write for WriteHalf<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fd = self.stream.as_raw_fd();
+        loop {
+            // SAFETY: `fd` is an open socket owned by `self.stream` for the whole call,
+            // and `buf` is valid for `buf.len()` bytes.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if let Ok(n) = usize::try_from(n) {
+                return Ok(n);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    self.ctl.socket_full.store(true, Ordering::Release);
+                    if !wait_writable(fd, self.timeout)? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    self.ctl.socket_full.store(false, Ordering::Release);
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for WriteHalf<'_> {
+    /// tungstenite's write path needs `Read` on the stream type but never reads.
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// Blocks until `fd` can take data (or has failed: the next send reports it), or
+/// `timeout` passes (`false`).
+fn wait_writable(fd: std::os::fd::RawFd, timeout: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match n {
+            0 => return Ok(false),
+            n if n > 0 => return Ok(true),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
     }
 }
 
@@ -173,12 +295,15 @@ pub fn run(
     let ctl = Arc::new(Ctl {
         reason: OnceLock::new(),
         wake: wake_tx,
+        socket_full: AtomicBool::new(false),
     });
     let session = shared.next_session();
     let mailbox = SessionMailbox {
-        out: out_tx.clone(),
+        out: out_tx,
         ctl: ctl.clone(),
+        patience: limits.write_timeout,
     };
+    let own = mailbox.clone();
     let (reply_tx, reply_rx) = bounded(1);
     let join = Envelope {
         cmd: Command::Join {
@@ -236,7 +361,7 @@ pub fn run(
         let _ = stream.shutdown(Shutdown::Both);
     } else {
         read_loop(
-            &stream, leftover, limits, &room, &peer, session, shared, &out_tx, &ctl,
+            &stream, leftover, limits, &room, &peer, session, shared, &own,
         );
     }
     drop(leave);
@@ -282,9 +407,9 @@ fn read_loop(
     peer: &PeerId,
     session: u64,
     shared: &Shared,
-    out: &Sender<Outbound>,
-    ctl: &Ctl,
+    own: &SessionMailbox,
 ) {
+    let ctl = &*own.ctl;
     let Ok(clone) = stream.try_clone() else {
         ctl.close(CloseReason::Internal);
         return;
@@ -296,14 +421,8 @@ fn read_loop(
     let mut ws =
         WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config(limits)));
     let mut rate = RateLimit::new(limits);
-    // Our own errors go into our own queue; if it is full we are not being read.
-    let reply = |msg: Outbound| -> Result<(), CloseReason> {
-        match out.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(CloseReason::SlowConsumer),
-            Err(TrySendError::Disconnected(_)) => Err(CloseReason::Disconnected),
-        }
-    };
+    // Replies to this client go through its own queue, with the same slow-consumer rule.
+    let reply = |msg: Outbound| own.offer(msg).map_err(|Full| CloseReason::SlowConsumer);
     let reject = |code: ErrorCode, message: &str| {
         reply(Outbound::Text(outbound::error(code, message).into()))
     };
@@ -431,14 +550,18 @@ fn nonzero(d: Duration) -> Option<Duration> {
 /// The writer thread: drains the outbound queue into the socket, sends pings, and
 /// performs the closing handshake.
 fn write_loop(
-    mut stream: TcpStream,
+    stream: TcpStream,
     limits: &Limits,
     out: Receiver<Outbound>,
     wake: Receiver<()>,
     ctl: &Ctl,
     reader_done: Receiver<()>,
 ) {
-    let _ = stream.set_write_timeout(nonzero(limits.write_timeout));
+    let mut stream = WriteHalf {
+        stream,
+        ctl,
+        timeout: limits.write_timeout,
+    };
     let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
     // A zero interval turns pings off (the idle timeout alone then applies).
     let ping_every = Some(limits.ping_interval).filter(|d| !d.is_zero());
@@ -494,18 +617,20 @@ fn write_loop(
         let _ = ws.close(&mut stream, Some(frame));
         let _ = ws.flush(&mut stream);
     }
-    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.stream.shutdown(Shutdown::Write);
+    // Nothing more will be written: a sender waiting on a full queue must not wait here.
+    drop(out);
     // Give the client the close timeout to answer; then cut the reader loose.
     if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
         reader_done.recv_timeout(limits.close_timeout)
     {
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.stream.shutdown(Shutdown::Both);
     }
 }
 
 fn write_one(
     ws: &mut WebSocketContext,
-    stream: &mut TcpStream,
+    stream: &mut WriteHalf<'_>,
     msg: Outbound,
 ) -> Result<(), CloseReason> {
     let msg = match msg {
@@ -519,7 +644,7 @@ fn write_one(
 /// candidates leaves in as few syscalls as the write buffer allows.
 fn write_batch(
     ws: &mut WebSocketContext,
-    stream: &mut TcpStream,
+    stream: &mut WriteHalf<'_>,
     first: Outbound,
     out: &Receiver<Outbound>,
 ) -> Result<(), CloseReason> {
@@ -535,7 +660,7 @@ fn write_batch(
 
 fn send(
     ws: &mut WebSocketContext,
-    stream: &mut TcpStream,
+    stream: &mut WriteHalf<'_>,
     msg: Message,
     flush: bool,
 ) -> Result<(), CloseReason> {
