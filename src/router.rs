@@ -283,7 +283,11 @@ impl<M: Mailbox> Router<M> {
             let mut slow = Vec::new();
             // At shutdown everyone is being closed with going_away: no peer_left noise
             // ahead of that error.
-            let members = if self.shutting_down { &[][..] } else { &room.members[..] };
+            let members = if self.shutting_down {
+                &[][..]
+            } else {
+                &room.members[..]
+            };
             for member in members {
                 if member.mailbox.push(left.clone()).is_err() {
                     slow.push(member.peer.clone());

@@ -74,13 +74,11 @@
     options = options || {};
     this.baseUrl = options.baseUrl || defaultBaseUrl();
     this.token = options.token || null;
-    this.websocket = null;
+    this.websocket = null; // the current WebSocket, if any
     this.roomId = null;
     this.peerId = null;
     this._handlers = {};
-    this._lastError = null;
-    this._byClient = false;
-    this._admitted = false;
+    this._conn = null;
   }
 
   WebRTCSignalingClient.prototype.on = function (type, fn) {
@@ -117,24 +115,25 @@
    */
   WebRTCSignalingClient.prototype.connect = function (roomId, peerId) {
     var self = this;
-    if (this.websocket) this.disconnect();
+    this._drop();
     this.roomId = roomId;
     this.peerId = peerId;
-    this._lastError = null;
-    this._byClient = false;
-    this._admitted = false;
+    // State of this one socket (a later connect() must not mix them up).
+    var conn = { ws: null, byClient: false, lastError: null, admitted: false, opened: false };
+    this._conn = conn;
     return new Promise(function (resolve, reject) {
       var ws;
       try {
         ws = new WebSocket(self.url(roomId, peerId));
       } catch (e) {
+        self._conn = null;
         reject(e);
         return;
       }
+      conn.ws = ws;
       self.websocket = ws;
-      var opened = false;
       ws.onopen = function () {
-        opened = true;
+        conn.opened = true;
         self._emit('open');
         resolve();
       };
@@ -148,8 +147,8 @@
           return;
         }
         if (!message || typeof message !== 'object' || typeof message.type !== 'string') return;
-        if (message.type === 'error') self._lastError = message;
-        if (message.type === 'existing_peers') self._admitted = true;
+        if (message.type === 'error') conn.lastError = message;
+        if (message.type === 'existing_peers') conn.admitted = true;
         self._emit('message', message);
         self._emit(message.type, message);
       };
@@ -157,17 +156,20 @@
         // Always followed by a close event, which carries the details.
       };
       ws.onclose = function (event) {
-        if (self.websocket === ws) self.websocket = null;
+        if (self._conn === conn) {
+          self._conn = null;
+          self.websocket = null;
+        }
         var info = {
           code: event.code,
           reason: event.reason || '',
           wasClean: event.wasClean,
-          byClient: self._byClient,
-          error: self._lastError,
-          admitted: self._admitted,
-          opened: opened
+          byClient: conn.byClient,
+          error: conn.lastError,
+          admitted: conn.admitted,
+          opened: conn.opened
         };
-        if (!opened) {
+        if (!conn.opened) {
           var err = new Error('signaling socket closed before opening (' + event.code + ')');
           err.code = event.code;
           reject(err);
@@ -177,13 +179,28 @@
     });
   };
 
-  /** Closes the socket (code 1000). A 'close' event with byClient=true follows. */
-  WebRTCSignalingClient.prototype.disconnect = function () {
-    var ws = this.websocket;
-    if (!ws) return;
-    this._byClient = true;
+  /** Forgets the current socket without events (used by connect()). */
+  WebRTCSignalingClient.prototype._drop = function () {
+    var conn = this._conn;
+    if (!conn) return;
+    this._conn = null;
+    this.websocket = null;
+    var ws = conn.ws;
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
     try {
       ws.close(1000, 'bye');
+    } catch (e) {
+      /* already closing */
+    }
+  };
+
+  /** Closes the socket (code 1000). A 'close' event with byClient=true follows. */
+  WebRTCSignalingClient.prototype.disconnect = function () {
+    var conn = this._conn;
+    if (!conn) return;
+    conn.byClient = true;
+    try {
+      conn.ws.close(1000, 'bye');
     } catch (e) {
       /* already closing */
     }
@@ -259,6 +276,10 @@
     this.rtcConfig = options.rtcConfig || { iceServers: [] };
     this._log = options.log || function () {};
     this.localStream = null;
+    // Every track is sent as part of this one stream (its id is the msid the
+    // other side sees), so a peer's remote stream stays the same object
+    // across stop/start of local media, whatever stream the tracks came from.
+    this._sendStream = typeof MediaStream === 'function' ? new MediaStream() : null;
     this.peers = new Map(); // peerId -> state, in join order
     this._handlers = {};
     this._unsubscribe = [];
@@ -328,6 +349,7 @@
       ignoreOffer: false,
       settingRemoteAnswer: false,
       pendingCandidates: [],
+      streamSet: new WeakSet(), // senders already associated with _sendStream
       queue: Promise.resolve(),
       closed: false
     };
@@ -485,6 +507,7 @@
   WebRTCPeerMesh.prototype._attach = function (p, stream) {
     var self = this;
     var pc = p.pc;
+    var msid = this._sendStream || stream;
     if (p.closed || pc.signalingState === 'closed') return;
     var used = [];
     stream.getTracks().forEach(function (track) {
@@ -498,10 +521,14 @@
         if (t.sender.track !== track) {
           t.sender.replaceTrack(track).catch(function (e) { self._fail(p, 'replacing a track', e); });
         }
-        if (typeof t.sender.setStreams === 'function') t.sender.setStreams(stream);
+        if (!p.streamSet.has(t.sender) && typeof t.sender.setStreams === 'function') {
+          t.sender.setStreams(msid);
+          p.streamSet.add(t.sender);
+        }
         if (t.direction === 'recvonly' || t.direction === 'inactive') t.direction = 'sendrecv';
       } else {
-        var sender = pc.addTrack(track, stream);
+        var sender = pc.addTrack(track, msid);
+        p.streamSet.add(sender);
         used.push(pc.getTransceivers().find(function (tr) { return tr.sender === sender; }));
       }
     });

@@ -65,6 +65,10 @@ browser_test!(
     g_stop_and_restart_video,
     "(g) stop/restart video, both sides"
 );
+browser_test!(
+    h_client_plumbing,
+    "(h) token, ice-servers, disconnect, shutdown"
+);
 
 mod scenario {
     use super::*;
@@ -351,6 +355,104 @@ mod scenario {
         p2.assert_remote_videos(&["peer1"]);
         b.assert_no_exceptions();
     }
+
+    /// What the page does around the call: `?token=` goes onto the signaling
+    /// URL (ws: for an http: page), /webrtc/ice-servers is fetched on every
+    /// Connect and used, a failed fetch falls back to no ICE servers with a
+    /// log line, Disconnect/Connect works, and a server shutdown shows as
+    /// `going_away (1001)`.
+    pub fn h_client_plumbing(env: &Env) {
+        // A server of its own: configured ICE servers, and shut down below.
+        let cfg = Config {
+            bind: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            ice_servers: vec!["stun:127.0.0.1:9".to_string()], // loopback; no call is made
+            ..Config::default()
+        };
+        let server = Server::start(cfg).expect("start the signaling server");
+        let base = format!("http://{}", server.local_addr());
+        // Records the URLs the page opens; `__failIce` makes the ICE fetch fail.
+        let spy = |fail_ice: bool| {
+            format!(
+                "window.__failIce = {fail_ice}; window.__ws = []; window.__fetches = []; \
+                 const W = window.WebSocket; \
+                 window.WebSocket = class extends W {{ \
+                   constructor(u, p) {{ super(u, p); window.__ws.push(String(u)); }} }}; \
+                 const F = window.fetch; \
+                 window.fetch = function (u, o) {{ window.__fetches.push(String(u)); \
+                   if (window.__failIce && String(u).includes('/webrtc/ice-servers')) \
+                     return Promise.reject(new TypeError('simulated network error')); \
+                   return F.call(this, u, o); }};"
+            )
+        };
+        let ice_fetches =
+            "window.__fetches.filter(u => u.startsWith('/webrtc/ice-servers')).length";
+        let b = env.browser();
+        let a = b.open(
+            "a",
+            &format!("{base}/webrtc/client?room=plumb&peer=a&token=s3cr%20t"),
+            Some(&spy(false)),
+        );
+        a.click("connect");
+        a.wait_status("connected");
+        let expected_ws = format!(
+            "ws://{}/webrtc/signaling/plumb/a?token=s3cr%20t",
+            server.local_addr()
+        );
+        assert_eq!(a.eval("window.__ws"), json!([expected_ws]));
+        assert_eq!(a.eval(ice_fetches), json!(1));
+        a.wait(
+            "the log names the configured ICE server",
+            "document.getElementById('log').textContent.includes('ICE servers: stun:127.0.0.1:9')",
+            SHORT,
+        );
+
+        let bee = b.open(
+            "b",
+            &format!("{base}/webrtc/client?room=plumb&peer=b&autoconnect=1"),
+            Some(&spy(true)),
+        );
+        bee.wait_status("connected");
+        bee.wait(
+            "the log says the ICE fetch failed and no ICE servers are used",
+            "document.getElementById('log').textContent.includes('could not fetch /webrtc/ice-servers') && \
+             document.getElementById('log').textContent.includes('using {\"iceServers\":[]}')",
+            SHORT,
+        );
+        assert_eq!(
+            bee.eval("window.__ws.length === 1 && window.__ws[0].startsWith('ws://') && !window.__ws[0].includes('token')"),
+            json!(true)
+        );
+        a.wait_peers(&["b"]);
+        bee.wait_peers(&["a"]);
+
+        a.click("disconnect");
+        a.wait_status("disconnected");
+        a.assert_peers(&[]);
+        a.assert_remote_videos(&[]);
+        bee.wait_peers(&[]);
+        bee.assert_remote_videos(&[]);
+        a.click("connect");
+        a.wait_status("connected");
+        assert_eq!(a.eval(ice_fetches), json!(2), "one ICE fetch per Connect");
+        assert_eq!(a.eval("window.__ws.length"), json!(2));
+        a.wait_peers(&["b"]);
+        bee.wait_peers(&["a"]);
+
+        server.shutdown();
+        for p in [&a, &bee] {
+            p.wait(
+                "#status shows the shutdown",
+                "(() => { const s = document.getElementById('status'); \
+                 return s.dataset.state === 'error' && s.textContent.includes('going_away (1001)'); })()",
+                SHORT,
+            );
+            p.assert_peers(&[]);
+            p.assert_remote_videos(&[]);
+        }
+        println!("    #status after the server shut down: {:?}", a.status().1);
+        b.assert_no_exceptions();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -507,9 +609,11 @@ pub struct Env {
 
 impl Env {
     fn start(chromium: &Path) -> Env {
-        let mut cfg = Config::default();
-        cfg.bind = "127.0.0.1".parse().unwrap();
-        cfg.port = 0;
+        let cfg = Config {
+            bind: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            ..Config::default()
+        };
         let server = Server::start(cfg).expect("start the signaling server");
         let base = format!("http://{}", server.local_addr());
         Env {
