@@ -321,9 +321,9 @@ fn request_head_over_limit_is_431_or_closed() {
         "a".repeat(4000)
     );
     // http_exchange bounds the wait; the server must answer 431 or close.
-    match http_exchange(addr, req.as_bytes(), false).unwrap() {
-        Some(resp) => resp.assert_error(431, "header_too_large"),
-        None => {} // closed without a response
+    // `None`: closed without a response, which is also acceptable.
+    if let Some(resp) = http_exchange(addr, req.as_bytes(), false).unwrap() {
+        resp.assert_error(431, "header_too_large");
     }
     // The server is still fine.
     get(addr, "/healthz").assert_json(200, json!({"status": "ok"}));

@@ -23,10 +23,11 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 
 /// A config bound to 127.0.0.1 on an ephemeral port, everything else default.
 pub fn test_config() -> Config {
-    let mut cfg = Config::default();
-    cfg.bind = "127.0.0.1".parse().unwrap();
-    cfg.port = 0;
-    cfg
+    Config {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        ..Config::default()
+    }
 }
 
 /// Start a server with the default test config.
@@ -411,7 +412,7 @@ pub fn assert_still_works(
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub body: Vec<u8>,
 }
 
@@ -573,7 +574,11 @@ pub fn http_exchange(
     }
 }
 
-fn parse_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// Response header fields, in order, as (name, value).
+type Headers = Vec<(String, String)>;
+
+/// (status, headers, offset of the body) once the head is complete.
+fn parse_head(buf: &[u8]) -> Option<(u16, Headers, usize)> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
