@@ -2,6 +2,10 @@
 //!
 //! Each flag `--some-flag` can also be set with `WEBRTC_SIGNALING_SOME_FLAG`; a flag on
 //! the command line wins over the environment.
+//!
+//! [`Limits`] is the part of the configuration every connection thread sees (the
+//! server keeps it in its shared state), so it also carries the settings the HTTP layer
+//! reads per request: the admin switch and the TURN REST secret.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -45,10 +49,17 @@ pub struct Limits {
     pub read_buffer: usize,
     /// tungstenite write buffer per session (bytes): frames are coalesced up to this size.
     pub write_buffer: usize,
-    /// Stack of each connection (reader) thread; it parses JSON, so it gets the larger one.
-    pub reader_stack: usize,
-    /// Stack of each session's writer thread.
-    pub writer_stack: usize,
+    /// Stack of each connection thread (one per REST connection or session).
+    pub thread_stack: usize,
+    /// `--admin`: `DELETE /webrtc/rooms/{room}[/peers/{peer}]` may end sessions; when
+    /// off (the default) those requests get 403 `admin_disabled`.
+    pub admin: bool,
+    /// `--turn-secret`: the shared secret of coturn's `use-auth-secret`. When set,
+    /// `GET /webrtc/ice-servers` mints fresh time-limited credentials for every
+    /// `turn:`/`turns:` URL on each request (they win over static ones).
+    pub turn_secret: Option<Secret>,
+    /// `--turn-ttl`: lifetime of those credentials.
+    pub turn_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -58,7 +69,7 @@ impl Default for Limits {
             max_http_connections: 64,
             max_room_peers: 32,
             max_message_size: 64 * 1024,
-            peer_queue: 256,
+            peer_queue: 64,
             router_queue: 4096,
             rate_per_sec: 100,
             rate_burst: 200,
@@ -71,10 +82,43 @@ impl Default for Limits {
             http_head_timeout: Duration::from_secs(10),
             read_buffer: 4 * 1024,
             write_buffer: 16 * 1024,
-            reader_stack: 128 * 1024,
-            writer_stack: 64 * 1024,
+            thread_stack: 128 * 1024,
+            admin: false,
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(86_400),
         }
     }
+}
+
+/// A secret that `Debug` (and so any logged config) never shows.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How the binary writes its log lines to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// simplelog's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`ts`, `level`, `target`, `thread`, `msg`).
+    Json,
 }
 
 /// Everything `Server::start` needs.
@@ -91,6 +135,8 @@ pub struct Config {
     pub turn_credential: Option<String>,
     /// Log level for the binary (`error`, `warn`, `info`, `debug`, `trace`, `off`).
     pub log_level: String,
+    /// Log line format for the binary.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -103,6 +149,7 @@ impl Default for Config {
             turn_username: None,
             turn_credential: None,
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -131,6 +178,9 @@ type Setter = fn(&mut Config, &str) -> Result<(), String>;
 
 struct Flag {
     name: &'static str,
+    /// What the value looks like in `--help`; empty for a switch, which takes no value
+    /// on the command line (`--admin`, or `--admin=false`) and `1`/`0`, `true`/`false`,
+    /// `yes`/`no` or `on`/`off` in the environment.
     value: &'static str,
     help: &'static str,
     set: Setter,
@@ -148,6 +198,28 @@ fn secs(v: &str) -> Result<Duration, String> {
         return Err(format!("{v:?} is not a valid number of seconds"));
     }
     Ok(Duration::from_secs_f64(s))
+}
+
+fn switch(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{v:?} is not true or false")),
+    }
+}
+
+fn secret(v: &str) -> Result<Secret, String> {
+    if v.is_empty() {
+        return Err("the secret is empty".to_owned());
+    }
+    Ok(Secret::new(v))
+}
+
+/// Reads a secret from a file (surrounding whitespace, such as the final newline that
+/// editors and `echo` add, is not part of it).
+fn secret_file(path: &str) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    secret(text.trim()).map_err(|e| format!("{path:?}: {e}"))
 }
 
 fn positive(v: &str) -> Result<usize, String> {
@@ -207,6 +279,31 @@ const FLAGS: &[Flag] = &[
         |c, v| c.turn_credential = Some(v.to_owned())
     ),
     flag!(
+        "turn-secret",
+        "SECRET",
+        "shared secret (coturn static-auth-secret): per-request TURN credentials that \
+         expire; wins over --turn-username/--turn-credential [none]",
+        |c, v| c.limits.turn_secret = Some(secret(v)?)
+    ),
+    flag!(
+        "turn-secret-file",
+        "PATH",
+        "read --turn-secret from this file (surrounding whitespace ignored) [none]",
+        |c, v| c.limits.turn_secret = Some(secret_file(v)?)
+    ),
+    flag!(
+        "turn-ttl",
+        "SECS",
+        "lifetime of the credentials made with --turn-secret [86400]",
+        |c, v| c.limits.turn_ttl = Duration::from_secs(ttl(v)?)
+    ),
+    flag!(
+        "admin",
+        "",
+        "let DELETE /webrtc/rooms/... end sessions (no token yet: keep it private) [off]",
+        |c, v| c.limits.admin = switch(v)?
+    ),
+    flag!(
         "max-connections",
         "N",
         "signaling sessions at once; more get 4503 server_full [1024]",
@@ -233,7 +330,7 @@ const FLAGS: &[Flag] = &[
     flag!(
         "peer-queue",
         "N",
-        "messages queued per peer before it is dropped as a slow consumer [256]",
+        "messages queued per peer (a full queue and a full socket: slow consumer) [64]",
         |c, v| c.limits.peer_queue = positive(v)?
     ),
     flag!(
@@ -309,16 +406,10 @@ const FLAGS: &[Flag] = &[
         |c, v| c.limits.write_buffer = positive(v)?
     ),
     flag!(
-        "reader-stack",
+        "thread-stack",
         "BYTES",
-        "stack size of connection threads [131072]",
-        |c, v| c.limits.reader_stack = num::<usize>(v)?.max(64 * 1024)
-    ),
-    flag!(
-        "writer-stack",
-        "BYTES",
-        "stack size of session writer threads [65536]",
-        |c, v| c.limits.writer_stack = num::<usize>(v)?.max(32 * 1024)
+        "stack size of connection threads, at least 65536 [131072]",
+        |c, v| c.limits.thread_stack = num::<usize>(v)?.max(64 * 1024)
     ),
     flag!(
         "log-level",
@@ -326,7 +417,28 @@ const FLAGS: &[Flag] = &[
         "off, error, warn, info, debug or trace [info]",
         |c, v| c.log_level = log_level(v)?
     ),
+    flag!(
+        "log-format",
+        "FORMAT",
+        "text (human) or json (one object per line, for log collectors) [text]",
+        |c, v| c.log_format = log_format(v)?
+    ),
 ];
+
+fn ttl(v: &str) -> Result<u64, String> {
+    match num::<u64>(v)? {
+        n @ 1..=31_536_000 => Ok(n),
+        _ => Err(format!("{v:?} is not between 1 and 31536000 seconds")),
+    }
+}
+
+fn log_format(v: &str) -> Result<LogFormat, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{v:?} is not a log format (text or json)")),
+    }
+}
 
 fn ice_url(v: &str, scheme: &str) -> Result<String, String> {
     let ok = v.starts_with(&format!("{scheme}:")) || v.starts_with(&format!("{scheme}s:"));
@@ -358,11 +470,13 @@ pub fn help() -> String {
         "webrtc-signaling: a small WebRTC signaling server (rooms, relay, REST) on one port\n\n\
          USAGE: webrtc-signaling [FLAGS]\n\n\
          Every flag can also be set in the environment: --max-room-peers 8 is\n\
-         WEBRTC_SIGNALING_MAX_ROOM_PEERS=8 (repeatable flags take a comma-separated list).\n\
+         WEBRTC_SIGNALING_MAX_ROOM_PEERS=8 (repeatable flags take a comma-separated list,\n\
+         a switch such as --admin takes 1 or 0).\n\
          Flags on the command line win. Defaults in brackets.\n\nFLAGS:\n",
     );
     for f in FLAGS {
         let left = format!("  --{} {}", f.name, f.value);
+        let left = left.trim_end();
         out.push_str(&format!("{left:<32} {}\n", f.help));
         out.push_str(&format!("{:<32} env {}\n", "", env_name(f.name)));
     }
@@ -414,7 +528,13 @@ impl Cli {
             let Some(flag) = FLAGS.iter().find(|f| f.name == name) else {
                 return Err(ConfigError(format!("unknown flag --{name} (see --help)")));
             };
-            let value = match inline.or_else(|| args.next()) {
+            let value = match inline.or_else(|| {
+                if flag.value.is_empty() {
+                    Some("true".to_owned())
+                } else {
+                    args.next()
+                }
+            }) {
                 Some(v) => v,
                 None => {
                     return Err(ConfigError(format!(
@@ -426,10 +546,19 @@ impl Cli {
             (flag.set)(&mut config, &value).map_err(|e| ConfigError(format!("--{name}: {e}")))?;
         }
         let has_turn = config.ice_servers.iter().any(|u| u.starts_with("turn"));
-        if has_turn && (config.turn_username.is_none() || config.turn_credential.is_none()) {
+        let has_static = config.turn_username.is_some() && config.turn_credential.is_some();
+        let has_secret = config.limits.turn_secret.is_some();
+        if has_turn && !has_static && !has_secret {
             // Browsers reject a turn: URL without credentials (RTCPeerConnection throws).
             return Err(ConfigError(
-                "--turn needs --turn-username and --turn-credential".to_owned(),
+                "--turn needs --turn-secret (or --turn-secret-file), or --turn-username and \
+                 --turn-credential"
+                    .to_owned(),
+            ));
+        }
+        if has_secret && !has_turn {
+            return Err(ConfigError(
+                "--turn-secret makes credentials for --turn servers, but there are none".to_owned(),
             ));
         }
         Ok(Cli::Run(Box::new(config)))
@@ -512,6 +641,131 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("WEBRTC_SIGNALING_PORT"));
+    }
+
+    #[test]
+    fn turn_secret_makes_turn_urls_valid_and_stays_out_of_debug() {
+        let c = parse(&["--turn", "turn:t:3478", "--turn-secret", "s3cret"], &[]).unwrap();
+        assert_eq!(c.limits.turn_secret, Some(Secret::new("s3cret")));
+        assert_eq!(c.limits.turn_ttl, Duration::from_secs(86_400));
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        // Static credentials may stay configured; the secret wins at request time.
+        let c = parse(
+            &[
+                "--turn-ttl",
+                "600",
+                "--turn-username",
+                "u",
+                "--turn-credential",
+                "p",
+            ],
+            &[
+                ("WEBRTC_SIGNALING_TURN", "turn:t:3478,turns:t:5349"),
+                ("WEBRTC_SIGNALING_TURN_SECRET", "from-env"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.limits.turn_secret, Some(Secret::new("from-env")));
+        assert_eq!(c.limits.turn_ttl, Duration::from_secs(600));
+        assert_eq!(c.turn_username.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn turn_secret_file_is_read_and_trimmed() {
+        let path = std::env::temp_dir().join(format!(
+            "webrtc-signaling-secret-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, "  file-secret\n").unwrap();
+        let path_str = path.to_str().unwrap();
+        let c = parse(
+            &["--turn", "turn:t:3478", "--turn-secret-file", path_str],
+            &[],
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let empty = parse(
+            &["--turn", "turn:t:3478", "--turn-secret-file", path_str],
+            &[],
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            c.unwrap().limits.turn_secret,
+            Some(Secret::new("file-secret"))
+        );
+        assert!(empty.unwrap_err().0.contains("the secret is empty"));
+        let missing = parse(
+            &["--turn", "turn:t:3478", "--turn-secret-file", path_str],
+            &[],
+        );
+        assert!(missing
+            .unwrap_err()
+            .0
+            .starts_with("--turn-secret-file: cannot read"));
+    }
+
+    #[test]
+    fn turn_secret_errors() {
+        assert!(parse(&["--turn-secret", "s"], &[])
+            .unwrap_err()
+            .0
+            .contains("there are none"));
+        assert!(parse(&["--turn", "turn:t", "--turn-secret", ""], &[])
+            .unwrap_err()
+            .0
+            .contains("empty"));
+        assert!(parse(
+            &["--turn", "turn:t", "--turn-secret", "s", "--turn-ttl", "0"],
+            &[]
+        )
+        .is_err());
+        assert!(parse(&["--turn", "turn:t", "--turn-username", "u"], &[])
+            .unwrap_err()
+            .0
+            .contains("--turn-secret"));
+    }
+
+    #[test]
+    fn admin_is_a_switch() {
+        assert!(!parse(&[], &[]).unwrap().limits.admin);
+        let c = parse(&["--admin", "--port", "9"], &[]).unwrap();
+        assert!(c.limits.admin);
+        assert_eq!(c.port, 9, "a switch does not take the next argument");
+        assert!(
+            !parse(&["--admin=false"], &[("WEBRTC_SIGNALING_ADMIN", "1")])
+                .unwrap()
+                .limits
+                .admin
+        );
+        for yes in ["1", "true", "YES", "on"] {
+            assert!(
+                parse(&[], &[("WEBRTC_SIGNALING_ADMIN", yes)])
+                    .unwrap()
+                    .limits
+                    .admin
+            );
+        }
+        assert!(parse(&[], &[("WEBRTC_SIGNALING_ADMIN", "maybe")]).is_err());
+        assert!(help().contains("  --admin   "), "{}", help());
+    }
+
+    #[test]
+    fn log_format() {
+        assert_eq!(parse(&[], &[]).unwrap().log_format, LogFormat::Text);
+        assert_eq!(
+            parse(&["--log-format", "JSON"], &[]).unwrap().log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            parse(&[], &[("WEBRTC_SIGNALING_LOG_FORMAT", "json")])
+                .unwrap()
+                .log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            parse(&["--log-format", "xml"], &[]).unwrap_err().0,
+            "--log-format: \"xml\" is not a log format (text or json)"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The HTTP side of a connection: request heads (bounded in size and time), the REST
-//! endpoints, the built-in client page, and the hand-off of WebSocket upgrades.
+//! endpoints (with the admin `DELETE`s of `--admin` and the per-request TURN
+//! credentials of `--turn-secret`), the built-in client page, and the hand-off of
+//! WebSocket upgrades.
 //!
 //! The server reads request heads itself (with `httparse`, already in the tree through
 //! tungstenite) so that it keeps the `TcpStream`: an upgraded session needs one thread
@@ -9,14 +11,15 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::bounded;
-use log::debug;
+use log::{debug, info};
 use tiny_http::{HTTPVersion, Header};
 
-use crate::protocol::RoomId;
-use crate::router::{Command, Envelope, Reply};
+use crate::ice;
+use crate::protocol::{PeerId, RoomId};
+use crate::router::{Command, Envelope, Reply, RoomSummary};
 use crate::server::Shared;
 use crate::session;
 
@@ -270,7 +273,7 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
         };
         debug!("{remote} {} {}", head.method, head.path);
         let head_only = head.method == "HEAD";
-        match route(&head, &shared) {
+        match route(&head, &shared, remote) {
             Action::Respond(resp) => {
                 let keep = head.keep_alive() && resp.status < 500;
                 if write_response(&stream, resp, head_only, !keep).is_err() || !keep {
@@ -303,9 +306,16 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
 }
 
 const GET_HEAD: &str = "GET, HEAD";
+const GET_HEAD_DELETE: &str = "GET, HEAD, DELETE";
 
-fn route(head: &Head, shared: &Shared) -> Action {
+fn route(head: &Head, shared: &Shared, remote: SocketAddr) -> Action {
     let path = head.path.split(['?', '#']).next().unwrap_or("");
+    let query = head
+        .path
+        .split('#')
+        .next()
+        .and_then(|p| p.split_once('?'))
+        .map(|(_, q)| q);
     let read_only = matches!(head.method.as_str(), "GET" | "HEAD");
     if let Some(rest) = path.strip_prefix("/webrtc/signaling/") {
         let mut parts = rest.split('/');
@@ -337,37 +347,192 @@ fn route(head: &Head, shared: &Shared) -> Action {
             Resp::new(200, "text/javascript; charset=utf-8", SIGNALING_JS)
                 .with("Cache-Control", "no-cache")
         }
-        "/webrtc/ice-servers" => Resp::new(200, JSON, shared.ice_json.as_bytes().to_vec()),
+        "/webrtc/ice-servers" => ice_servers(shared, query),
         "/webrtc/rooms" => match ask(shared, Command::ListRooms) {
             Some(Reply::Rooms(rooms)) => Resp::json(200, &serde_json::json!({ "rooms": rooms })),
             _ => busy(),
         },
-        _ => match path
-            .strip_prefix("/webrtc/rooms/")
-            .and_then(|r| r.strip_suffix("/peers"))
-        {
-            Some(_) if !read_only => method_not_allowed(GET_HEAD),
-            Some(room) => peers(shared, room),
+        _ => match path.strip_prefix("/webrtc/rooms/") {
+            Some(rest) => room_paths(head, shared, remote, rest),
             None => not_found(),
         },
     };
     Action::Respond(resp)
 }
 
-fn peers(shared: &Shared, room: &str) -> Resp {
-    let room = match RoomId::parse(room) {
+/// `/webrtc/rooms/{room}`, `.../peers` and `.../peers/{peer}`.
+fn room_paths(head: &Head, shared: &Shared, remote: SocketAddr, rest: &str) -> Resp {
+    let read_only = matches!(head.method.as_str(), "GET" | "HEAD");
+    let delete = head.method == "DELETE";
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts[..] {
+        [""] => not_found(),
+        [room] if read_only => room_summary(shared, room),
+        [room] if delete => kick(shared, remote, room, None),
+        [_] => method_not_allowed(GET_HEAD_DELETE),
+        [room, "peers"] if read_only => peers(shared, room),
+        [_, "peers"] => method_not_allowed(GET_HEAD),
+        [room, "peers", peer] if read_only => peer_summary(shared, room, peer),
+        [room, "peers", peer] if delete => kick(shared, remote, room, Some(peer)),
+        [_, "peers", _] => method_not_allowed(GET_HEAD_DELETE),
+        _ => not_found(),
+    }
+}
+
+/// `GET /webrtc/ice-servers`: the body built at start, or with a TURN secret, that
+/// body with credentials minted for this request (user part: `?peer=` if valid).
+fn ice_servers(shared: &Shared, query: Option<&str>) -> Resp {
+    let Some(secret) = &shared.limits.turn_secret else {
+        return Resp::new(200, JSON, shared.ice_json.as_bytes().to_vec());
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let user = ice::user_from_query(query).unwrap_or_else(ice::random_user);
+    let body =
+        ice::with_turn_credentials(&shared.ice_json, secret, shared.limits.turn_ttl, now, &user);
+    // Credentials are per client: no cache may hand them to someone else.
+    Resp::new(200, JSON, body).with("Cache-Control", "no-store")
+}
+
+fn parse_room(room: &str) -> Result<RoomId, Resp> {
+    RoomId::parse(room).map_err(|e| Resp::error(400, "invalid_room_id", &format!("room_id {e}")))
+}
+
+fn parse_peer(peer: &str) -> Result<PeerId, Resp> {
+    PeerId::parse(peer).map_err(|e| Resp::error(400, "invalid_peer_id", &format!("peer_id {e}")))
+}
+
+fn room_not_found(room: &RoomId) -> Resp {
+    Resp::error(
+        404,
+        "room_not_found",
+        &format!("room {:?} has no peers", room.as_str()),
+    )
+}
+
+fn peer_not_found(room: &RoomId, peer: &PeerId) -> Resp {
+    Resp::error(
+        404,
+        "peer_not_found",
+        &format!(
+            "peer {:?} is not in room {:?}",
+            peer.as_str(),
+            room.as_str()
+        ),
+    )
+}
+
+/// `{"room_id":..,"peer_id":..}` (a struct, so the keys keep this order).
+#[derive(serde::Serialize)]
+struct PeerBody<'a> {
+    room_id: &'a RoomId,
+    peer_id: &'a PeerId,
+}
+
+/// `{"room_id":..,"kicked":[..]}`.
+#[derive(serde::Serialize)]
+struct KickedBody<'a> {
+    room_id: &'a RoomId,
+    kicked: &'a [PeerId],
+}
+
+/// `GET /webrtc/rooms/{room}`: `{"room_id":..,"peer_count":..}`.
+fn room_summary(shared: &Shared, room: &str) -> Resp {
+    let room = match parse_room(room) {
         Ok(r) => r,
-        Err(e) => return Resp::error(400, "invalid_room_id", &format!("room_id {e}")),
+        Err(resp) => return resp,
+    };
+    match ask(shared, Command::ListPeers { room: room.clone() }) {
+        Some(Reply::Peers(Some(peers))) => Resp::json(
+            200,
+            &RoomSummary {
+                room_id: room,
+                peer_count: peers.len(),
+            },
+        ),
+        Some(Reply::Peers(None)) => room_not_found(&room),
+        _ => busy(),
+    }
+}
+
+/// `GET /webrtc/rooms/{room}/peers/{peer}`: `{"room_id":..,"peer_id":..}` while the
+/// peer is connected.
+fn peer_summary(shared: &Shared, room: &str, peer: &str) -> Resp {
+    let (room, peer) = match (parse_room(room), parse_peer(peer)) {
+        (Ok(r), Ok(p)) => (r, p),
+        (Err(resp), _) | (_, Err(resp)) => return resp,
+    };
+    match ask(shared, Command::ListPeers { room: room.clone() }) {
+        Some(Reply::Peers(Some(peers))) if peers.contains(&peer) => Resp::json(
+            200,
+            &PeerBody {
+                room_id: &room,
+                peer_id: &peer,
+            },
+        ),
+        Some(Reply::Peers(Some(_))) => peer_not_found(&room, &peer),
+        Some(Reply::Peers(None)) => room_not_found(&room),
+        _ => busy(),
+    }
+}
+
+/// `DELETE /webrtc/rooms/{room}[/peers/{peer}]` (with `--admin`): ends the sessions
+/// with `kicked` (4403) and answers `{"room_id":..,"kicked":[..]}`.
+fn kick(shared: &Shared, remote: SocketAddr, room: &str, peer: Option<&str>) -> Resp {
+    if !shared.limits.admin {
+        return Resp::error(
+            403,
+            "admin_disabled",
+            "admin actions are disabled; start the server with --admin to allow them",
+        );
+    }
+    let room = match parse_room(room) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let peer = match peer.map(parse_peer).transpose() {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let cmd = Command::Kick {
+        room: room.clone(),
+        peer: peer.clone(),
+    };
+    match ask(shared, cmd) {
+        Some(Reply::Kicked(kicked)) => {
+            let names: Vec<&str> = kicked.iter().map(PeerId::as_str).collect();
+            info!(
+                "admin request from {remote}: kicked {} from {room}",
+                names.join(", ")
+            );
+            Resp::json(
+                200,
+                &KickedBody {
+                    room_id: &room,
+                    kicked: &kicked,
+                },
+            )
+        }
+        Some(Reply::RoomNotFound) => room_not_found(&room),
+        Some(Reply::PeerNotFound) => match &peer {
+            Some(peer) => peer_not_found(&room, peer),
+            None => room_not_found(&room),
+        },
+        _ => busy(),
+    }
+}
+
+fn peers(shared: &Shared, room: &str) -> Resp {
+    let room = match parse_room(room) {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
     match ask(shared, Command::ListPeers { room: room.clone() }) {
         Some(Reply::Peers(Some(peers))) => {
             Resp::json(200, &serde_json::json!({ "room_id": room, "peers": peers }))
         }
-        Some(Reply::Peers(None)) => Resp::error(
-            404,
-            "room_not_found",
-            &format!("room {:?} has no peers", room.as_str()),
-        ),
+        Some(Reply::Peers(None)) => room_not_found(&room),
         _ => busy(),
     }
 }

@@ -11,14 +11,18 @@
 //!
 //! Modules, inner to outer: [`protocol`] (wire types, no I/O) ← [`router`] (room state
 //! machine, no I/O) ← `session` (socket threads) ← `http` (requests, REST) ← `server`
-//! (listener, lifecycle). See ARCHITECTURE.md for the threads and channels.
+//! (listener, lifecycle); beside them [`ice`] (the ICE server list and TURN REST
+//! credentials, no I/O) and [`config`]. See ARCHITECTURE.md for the threads and channels.
 
 pub mod config;
 mod http;
+pub mod ice;
+pub mod logging;
 pub mod protocol;
 pub mod router;
 mod server;
 mod session;
+mod wake;
 
-pub use config::{Cli, Config, ConfigError, Limits};
+pub use config::{Cli, Config, ConfigError, Limits, LogFormat, Secret};
 pub use server::Server;

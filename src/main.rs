@@ -1,6 +1,5 @@
 //! The `webrtc-signaling` binary: flags, logging, `Server::start`, and signals.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use log::{error, LevelFilter};
@@ -25,20 +24,19 @@ fn main() -> ExitCode {
         }
     };
     let level = config.log_level.parse().unwrap_or(LevelFilter::Info);
-    let log_config = simplelog::ConfigBuilder::new()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .build();
-    let _ = simplelog::TermLogger::init(
-        level,
-        log_config,
-        simplelog::TerminalMode::Stderr,
-        if std::io::stderr().is_terminal() {
-            simplelog::ColorChoice::Auto
-        } else {
-            simplelog::ColorChoice::Never
-        },
-    );
+    let _ = webrtc_signaling::logging::init(config.log_format, level);
+    if config.limits.admin {
+        log::warn!(
+            "--admin: DELETE /webrtc/rooms/... can end sessions, with no token: \
+             keep this port away from untrusted clients"
+        );
+    }
+    if config.limits.turn_secret.is_some() {
+        log::info!(
+            "TURN credentials: time-limited, {} s, minted per request",
+            config.limits.turn_ttl.as_secs()
+        );
+    }
     // Register before starting threads so no signal is lost in between.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,

@@ -56,6 +56,12 @@ pub enum Command<M> {
     },
     /// Close every session with `going_away` and refuse new ones.
     Shutdown,
+    /// Operator action: end `peer`'s session, or with `None` every session of the
+    /// room, with `kicked` (4403).
+    Kick {
+        room: RoomId,
+        peer: Option<PeerId>,
+    },
 }
 
 /// One row of `GET /webrtc/rooms`.
@@ -74,6 +80,12 @@ pub enum Reply {
     Rooms(Vec<RoomSummary>),
     /// `None`: no such room.
     Peers(Option<Vec<PeerId>>),
+    /// `Kick`: the peers whose sessions were ended, in join order.
+    Kicked(Vec<PeerId>),
+    /// `Kick`: the room has no peers.
+    RoomNotFound,
+    /// `Kick`: the room exists but the peer is not in it.
+    PeerNotFound,
 }
 
 /// The limits the router enforces.
@@ -170,6 +182,39 @@ impl<M: Mailbox> Router<M> {
                     member.mailbox.close(CloseReason::GoingAway);
                 }
                 Reply::Done
+            }
+            Command::Kick { room, peer } => self.kick(room, peer),
+        }
+    }
+
+    /// Ends one peer's session like an eviction (the rest of the room gets one
+    /// `peer_left`), or the whole room's: then nobody is left to tell, so, as at
+    /// shutdown, no `peer_left` goes to peers that are being closed themselves.
+    /// The kicked sessions' own `Leave` arrives later and finds nothing to do.
+    fn kick(&mut self, room_id: RoomId, peer: Option<PeerId>) -> Reply {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return Reply::RoomNotFound;
+        };
+        match peer {
+            Some(peer) => match room.position(&peer) {
+                Some(idx) => {
+                    self.remove(&room_id, idx, Some(CloseReason::Kicked));
+                    Reply::Kicked(vec![peer])
+                }
+                None => Reply::PeerNotFound,
+            },
+            None => {
+                let Some(room) = self.rooms.remove(&room_id) else {
+                    return Reply::RoomNotFound;
+                };
+                self.sessions -= room.members.len();
+                info!("kicking every peer of {room_id}");
+                let mut kicked = Vec::with_capacity(room.members.len());
+                for member in room.members {
+                    member.mailbox.close(CloseReason::Kicked);
+                    kicked.push(member.peer);
+                }
+                Reply::Kicked(kicked)
             }
         }
     }
@@ -624,6 +669,107 @@ mod tests {
             r.handle(Command::ListPeers { room: room("none") }),
             Reply::Peers(None)
         );
+    }
+
+    fn kick(r: &mut Router<TestBox>, rm: &str, p: Option<&str>) -> Reply {
+        r.handle(Command::Kick {
+            room: room(rm),
+            peer: p.map(peer),
+        })
+    }
+
+    #[test]
+    fn kick_one_peer_closes_it_and_tells_the_room_once() {
+        let mut r = router(10, 10);
+        let (_, a) = join(&mut r, "r", "a", 1, 100);
+        let (_, b) = join(&mut r, "r", "b", 2, 100);
+        let (_, c) = join(&mut r, "r", "c", 3, 100);
+        a.take();
+        b.take();
+        c.take();
+        assert_eq!(kick(&mut r, "r", Some("b")), Reply::Kicked(vec![peer("b")]));
+        assert_eq!(b.closed(), Some(CloseReason::Kicked));
+        assert_eq!(a.closed(), None);
+        assert!(b.take().is_empty(), "the kicked peer hears no peer_left");
+        for other in [&a, &c] {
+            assert_eq!(other.take(), [r#"{"type":"peer_left","peer_id":"b"}"#]);
+        }
+        // The kicked session's own Leave (sent when its threads end) changes nothing,
+        // and neither do its late relays.
+        r.handle(Command::Leave {
+            room: room("r"),
+            peer: peer("b"),
+            session: 2,
+        });
+        relay(&mut r, "r", "b", 2, "a", "late");
+        assert!(a.take().is_empty() && c.take().is_empty());
+        assert_eq!(r.sessions(), 2);
+        // The id is free again at once.
+        let (rep, _) = join(&mut r, "r", "b", 4, 100);
+        assert_eq!(rep, Reply::Joined);
+        assert_eq!(kick(&mut r, "r", Some("zz")), Reply::PeerNotFound);
+        assert_eq!(kick(&mut r, "nope", Some("a")), Reply::RoomNotFound);
+        assert_eq!(kick(&mut r, "nope", None), Reply::RoomNotFound);
+    }
+
+    #[test]
+    fn kick_cascades_to_slow_consumers_like_an_eviction() {
+        let mut r = router(10, 10);
+        let (_, a) = join(&mut r, "r", "a", 1, 100);
+        // c fills up with existing_peers + d's peer_joined: a's peer_left evicts it.
+        let (_, c) = join(&mut r, "r", "c", 2, 2);
+        let (_, d) = join(&mut r, "r", "d", 3, 100);
+        d.take();
+        assert_eq!(kick(&mut r, "r", Some("a")), Reply::Kicked(vec![peer("a")]));
+        assert_eq!(a.closed(), Some(CloseReason::Kicked));
+        assert_eq!(c.closed(), Some(CloseReason::SlowConsumer));
+        assert_eq!(
+            d.take(),
+            [
+                r#"{"type":"peer_left","peer_id":"a"}"#,
+                r#"{"type":"peer_left","peer_id":"c"}"#
+            ]
+        );
+        assert_eq!(r.sessions(), 1);
+    }
+
+    #[test]
+    fn kick_a_room_closes_everyone_in_it_without_peer_left_noise() {
+        let mut r = router(10, 10);
+        let (_, a) = join(&mut r, "r", "a", 1, 100);
+        let (_, b) = join(&mut r, "r", "b", 2, 100);
+        let (_, x) = join(&mut r, "other", "x", 3, 100);
+        a.take();
+        b.take();
+        x.take();
+        assert_eq!(
+            kick(&mut r, "r", None),
+            Reply::Kicked(vec![peer("a"), peer("b")])
+        );
+        assert_eq!(a.closed(), Some(CloseReason::Kicked));
+        assert_eq!(b.closed(), Some(CloseReason::Kicked));
+        assert_eq!(x.closed(), None, "other rooms are untouched");
+        assert!(a.take().is_empty() && b.take().is_empty() && x.take().is_empty());
+        assert_eq!(r.sessions(), 1);
+        assert_eq!(
+            r.handle(Command::ListPeers { room: room("r") }),
+            Reply::Peers(None)
+        );
+        // Late Leaves of the kicked sessions do not touch a room re-made under the
+        // same name.
+        let (_, a2) = join(&mut r, "r", "a", 4, 100);
+        a2.take();
+        for (p, s) in [("a", 1), ("b", 2)] {
+            r.handle(Command::Leave {
+                room: room("r"),
+                peer: peer(p),
+                session: s,
+            });
+        }
+        assert!(a2.take().is_empty());
+        assert_eq!(r.sessions(), 2);
+        assert_eq!(kick(&mut r, "r", None), Reply::Kicked(vec![peer("a")]));
+        assert_eq!(r.sessions(), 1);
     }
 
     #[test]

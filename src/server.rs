@@ -95,7 +95,7 @@ impl Server {
             .stack_size(256 * 1024)
             .spawn(move || router::run(state, router_rx))?;
         let shared = Arc::new(Shared {
-            ice_json: ice_servers_json(&config),
+            ice_json: crate::ice::static_json(&config),
             limits,
             router: router_tx,
             next_session: AtomicU64::new(1),
@@ -208,7 +208,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("conn".into())
-            .stack_size(shared.limits.reader_stack)
+            .stack_size(shared.limits.thread_stack)
             .spawn(move || {
                 let _guard = guard;
                 http::serve(stream, remote, shared);
@@ -217,23 +217,4 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             warn!("cannot start a thread for {remote}: {e}");
         }
     }
-}
-
-/// The body of `GET /webrtc/ice-servers`, built once.
-fn ice_servers_json(config: &Config) -> String {
-    let servers: Vec<serde_json::Value> = config
-        .ice_servers
-        .iter()
-        .map(|url| {
-            let mut entry = serde_json::json!({ "urls": [url] });
-            if url.starts_with("turn") {
-                if let (Some(u), Some(c)) = (&config.turn_username, &config.turn_credential) {
-                    entry["username"] = u.clone().into();
-                    entry["credential"] = c.clone().into();
-                }
-            }
-            entry
-        })
-        .collect();
-    serde_json::json!({ "iceServers": servers, "ttl": 0 }).to_string()
 }

@@ -1,25 +1,22 @@
-//! One signaling session: a reader thread and a writer thread over one TCP socket.
+//! One signaling session: one thread that owns its socket and its tungstenite codec.
 //!
 //! tiny_http's upgraded stream cannot be split (tiny_http#8), so the server owns the
-//! `TcpStream` itself and gives each half its own thread:
-//!
-//! * the **reader** (the connection thread) blocks in `read`, validates frames and sends
-//!   relays to the router;
-//! * the **writer** blocks on the peer's bounded outbound queue (fed by the router) and
-//!   writes to the socket, so a relayed message goes out while the reader is blocked.
-//!
-//! Each half has its own tungstenite codec; the reader's never writes to the socket
-//! (pongs and close replies are forwarded to the writer instead).
+//! `TcpStream` itself. The session thread waits in `ppoll(2)` for its socket (bytes
+//! in, or room to write) *and* for the router: a message queued for the peer wakes the
+//! thread with a thread-directed signal ([`crate::wake`]), so a relayed message goes
+//! out while the thread was blocked waiting for its client, with no polling and no
+//! second thread. All socket I/O is non-blocking per call (`MSG_DONTWAIT`); every
+//! wait is a `ppoll` with the nearest deadline (idle timeout, next ping, write timeout).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, Receiver, SendTimeoutError, Sender, TrySendError};
-use log::{debug, info, warn};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
+use log::{debug, info};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Bytes, Error as WsError, Message};
@@ -28,27 +25,22 @@ use crate::config::Limits;
 use crate::protocol::{outbound, parse_inbound, CloseReason, ErrorCode, Inbound, PeerId, RoomId};
 use crate::router::{Command, Envelope, Full, Mailbox, Reply, Text};
 use crate::server::{SessionToken, Shared};
+use crate::wake::{Parker, Waker};
 
-/// What the writer sends besides text.
-pub enum Outbound {
-    Text(Text),
-    Pong(Bytes),
-}
-
-/// How a session is told to end (the first reason wins; the writer is woken at once),
+/// How a session is told to end (the first reason wins; the thread is woken at once),
 /// and whether its socket is refusing data right now.
 pub struct Ctl {
     reason: OnceLock<CloseReason>,
-    wake: Sender<()>,
-    /// Set by the writer while the kernel's send buffer is full (the client is not
-    /// reading); cleared as soon as the socket takes data again.
+    waker: Arc<Waker>,
+    /// Set while the kernel's send buffer is full (the client is not reading);
+    /// cleared as soon as the socket takes data again.
     socket_full: AtomicBool,
 }
 
 impl Ctl {
     pub fn close(&self, reason: CloseReason) {
         if self.reason.set(reason).is_ok() {
-            let _ = self.wake.try_send(());
+            self.waker.wake();
         }
     }
 
@@ -64,25 +56,31 @@ impl Ctl {
 /// The router's handle on a session: the bounded outbound queue and the close switch.
 #[derive(Clone)]
 pub struct SessionMailbox {
-    out: Sender<Outbound>,
+    out: Sender<Text>,
     ctl: Arc<Ctl>,
-    /// How long a full queue may wait for a writer whose socket still takes data.
+    /// How long a full queue may wait for a session whose socket still takes data.
     patience: Duration,
 }
 
-impl SessionMailbox {
-    /// Queues `msg` for the writer. A full queue alone does not make a slow consumer
-    /// (PROTOCOL.md §5 asks for a full socket buffer *and* a full queue): while the
-    /// socket takes data the writer is merely behind, so the caller waits for it, which
-    /// is back-pressure on the senders. Only when the writer reports the socket full,
-    /// or it has not caught up within the write timeout, is the peer given up.
-    fn offer(&self, msg: Outbound) -> Result<(), Full> {
-        let mut msg = match self.out.try_send(msg) {
-            Ok(()) => return Ok(()),
-            // The writer is gone: the session is ending and its Leave is on the way.
+/// How often a sender waiting on a congested (but not stuck) peer re-checks it.
+const CONGESTION_SLICE: Duration = Duration::from_millis(5);
+
+impl Mailbox for SessionMailbox {
+    /// A full queue alone does not make a slow consumer (PROTOCOL.md §5 asks for a
+    /// full socket buffer *and* a full queue): while the socket takes data the session
+    /// is merely behind, so the router waits for it (back-pressure on the senders,
+    /// bounded by the write timeout). Only when the socket is full is the peer dropped.
+    fn push(&self, text: Text) -> Result<(), Full> {
+        let mut text = match self.out.try_send(text) {
+            Ok(()) => {
+                self.ctl.waker.wake();
+                return Ok(());
+            }
+            // The session is gone: its Leave is on the way.
             Err(TrySendError::Disconnected(_)) => return Ok(()),
-            Err(TrySendError::Full(m)) => m,
+            Err(TrySendError::Full(t)) => t,
         };
+        self.ctl.waker.wake();
         let deadline = Instant::now() + self.patience;
         loop {
             if self.ctl.reason().is_some() {
@@ -92,20 +90,11 @@ impl SessionMailbox {
                 return Err(Full);
             }
             // Short slices so that a socket filling up meanwhile is noticed quickly.
-            match self.out.send_timeout(msg, CONGESTION_SLICE) {
+            match self.out.send_timeout(text, CONGESTION_SLICE) {
                 Ok(()) | Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
-                Err(SendTimeoutError::Timeout(m)) => msg = m,
+                Err(SendTimeoutError::Timeout(t)) => text = t,
             }
         }
-    }
-}
-
-/// How often a sender waiting on a congested (but not stuck) peer re-checks it.
-const CONGESTION_SLICE: Duration = Duration::from_millis(5);
-
-impl Mailbox for SessionMailbox {
-    fn push(&self, text: Text) -> Result<(), Full> {
-        self.offer(Outbound::Text(text))
     }
 
     fn close(&self, reason: CloseReason) {
@@ -113,112 +102,55 @@ impl Mailbox for SessionMailbox {
     }
 }
 
-/// The reader's socket half: reads from the socket, swallows tungstenite's automatic
-/// replies (the writer sends those), so the two threads never interleave bytes.
-struct ReadHalf(TcpStream);
+/// The socket as tungstenite sees it: every call non-blocking (`MSG_DONTWAIT`), so
+/// the session thread only ever blocks in `ppoll`.
+struct Io {
+    fd: RawFd,
+}
 
-impl Read for ReadHalf {
+impl Read for Io {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Write for ReadHalf {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The writer's socket half. It sends without blocking (`MSG_DONTWAIT`, per call, so
-/// the reader's half stays blocking); when the kernel's send buffer is full it marks
-/// the session's socket full, which is what makes a full queue a slow consumer, and
-/// waits for the socket to drain, at most `timeout`.
-struct WriteHalf<'a> {
-    stream: TcpStream,
-    ctl: &'a Ctl,
-    timeout: Duration,
-}
-
-impl Write for WriteHalf<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let fd = self.stream.as_raw_fd();
-        loop {
-            // SAFETY: `fd` is an open socket owned by `self.stream` for the whole call,
-            // and `buf` is valid for `buf.len()` bytes.
-            let n = unsafe {
-                libc::send(
-                    fd,
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if let Ok(n) = usize::try_from(n) {
-                return Ok(n);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => {
-                    self.ctl.socket_full.store(true, Ordering::Release);
-                    if !wait_writable(fd, self.timeout)? {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                    self.ctl.socket_full.store(false, Ordering::Release);
-                }
-                _ => return Err(err),
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for WriteHalf<'_> {
-    /// tungstenite's write path needs `Read` on the stream type but never reads.
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Ok(0)
-    }
-}
-
-/// Blocks until `fd` can take data (or has failed: the next send reports it), or
-/// `timeout` passes (`false`).
-fn wait_writable(fd: std::os::fd::RawFd, timeout: Duration) -> io::Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
+        // SAFETY: `fd` is the session's open socket; `buf` is valid for its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
         };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        match n {
-            0 => return Ok(false),
-            n if n > 0 => return Ok(true),
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
+}
+
+impl Write for Io {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: as above.
+        let n = unsafe {
+            libc::send(
+                self.fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn would_block(e: &WsError) -> bool {
+    matches!(e, WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted))
 }
 
 pub fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(limits.read_buffer)
         .write_buffer_size(limits.write_buffer)
-        // Room for one whole message on top of the coalescing buffer, so a queued
-        // frame never bounces off the limit.
+        // Room for one whole message on top of the coalescing buffer.
         .max_write_buffer_size(limits.write_buffer + limits.max_message_size + 1024)
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_message_size))
@@ -264,8 +196,8 @@ impl RateLimit {
     }
 }
 
-/// Runs a session on an upgraded connection; returns when both threads are done or
-/// handed off. `leftover` holds bytes the client sent after its request head.
+/// Runs a session on an upgraded connection, on the calling (connection) thread.
+/// `leftover` holds bytes the client sent after its request head.
 pub fn run(
     stream: TcpStream,
     leftover: Vec<u8>,
@@ -275,6 +207,7 @@ pub fn run(
     shared: &Arc<Shared>,
     token: SessionToken,
 ) {
+    let _token = token;
     let limits = &shared.limits;
     let room = match RoomId::parse(room) {
         Ok(r) => r,
@@ -290,11 +223,17 @@ pub fn run(
             return refuse(stream, limits, CloseReason::InvalidPeerId);
         }
     };
+    let parker = match Parker::for_current_thread() {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("cannot prepare session thread: {e}");
+            return refuse(stream, limits, CloseReason::Internal);
+        }
+    };
     let (out_tx, out_rx) = bounded(limits.peer_queue);
-    let (wake_tx, wake_rx) = bounded(1);
     let ctl = Arc::new(Ctl {
         reason: OnceLock::new(),
-        wake: wake_tx,
+        waker: parker.waker(),
         socket_full: AtomicBool::new(false),
     });
     let session = shared.next_session();
@@ -303,7 +242,6 @@ pub fn run(
         ctl: ctl.clone(),
         patience: limits.write_timeout,
     };
-    let own = mailbox.clone();
     let (reply_tx, reply_rx) = bounded(1);
     let join = Envelope {
         cmd: Command::Join {
@@ -327,50 +265,353 @@ pub fn run(
     }
     let started = Instant::now();
     info!("session start room={room} peer={peer} remote={remote}");
+    let mut session = Session {
+        ws: WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config(limits))),
+        io: Io {
+            fd: stream.as_raw_fd(),
+        },
+        limits,
+        shared,
+        room: &room,
+        peer: &peer,
+        id: session,
+        ctl: &ctl,
+        parker: &parker,
+        queue: out_rx,
+        pending: None,
+        unflushed: false,
+        full_since: None,
+        last_rx: started,
+        rate: RateLimit::new(limits),
+    };
     // From here on the router knows the peer: whatever happens, it must hear Leave.
     let leave = LeaveGuard {
         shared,
         room: &room,
         peer: &peer,
-        session,
+        session: session.id,
         ctl: &ctl,
     };
-    let (done_tx, done_rx) = bounded::<()>(0);
-    let writer = match stream.try_clone() {
-        Ok(ws) => {
-            let ctl = ctl.clone();
-            let limits = limits.clone();
-            let token = token.clone();
-            std::thread::Builder::new()
-                .name("ws-writer".into())
-                .stack_size(shared.limits.writer_stack)
-                .spawn(move || {
-                    let _token = token;
-                    write_loop(ws, &limits, out_rx, wake_rx, &ctl, done_rx)
-                })
-                .map_err(|e| warn!("cannot start writer thread: {e}"))
-                .ok()
-        }
-        Err(e) => {
-            warn!("cannot clone socket: {e}");
-            None
-        }
-    };
-    if writer.is_none() {
-        ctl.close(CloseReason::Internal);
-        let _ = stream.shutdown(Shutdown::Both);
-    } else {
-        read_loop(
-            &stream, leftover, limits, &room, &peer, session, shared, &own,
-        );
-    }
+    let ended = session.serve();
+    ctl.close(ended);
     drop(leave);
-    drop(done_tx);
-    let reason = ctl.reason().unwrap_or(CloseReason::Disconnected);
+    let reason = ctl.reason().unwrap_or(ended);
+    session.finish(&stream, reason);
+    drop(session);
+    // The thread may exit only once no router wake-up can be in flight.
+    drop(parker);
     info!(
         "session end room={room} peer={peer} remote={remote} duration={:.3}s reason={reason}",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Messages read from the socket per round before the outbound queue gets a turn.
+const READ_BATCH: usize = 64;
+
+struct Session<'a> {
+    ws: WebSocketContext,
+    io: Io,
+    limits: &'a Limits,
+    shared: &'a Shared,
+    room: &'a RoomId,
+    peer: &'a PeerId,
+    id: u64,
+    ctl: &'a Ctl,
+    parker: &'a Parker,
+    queue: Receiver<Text>,
+    /// A message that did not fit in the write buffer yet.
+    pending: Option<Message>,
+    /// The write buffer holds bytes the socket has not taken.
+    unflushed: bool,
+    /// Since when the socket has refused data.
+    full_since: Option<Instant>,
+    last_rx: Instant,
+    rate: RateLimit,
+}
+
+impl Session<'_> {
+    fn ping_every(&self) -> Option<Duration> {
+        Some(self.limits.ping_interval).filter(|d| !d.is_zero())
+    }
+
+    /// The session's life until a reason to end it.
+    fn serve(&mut self) -> CloseReason {
+        match self.serve_loop() {
+            Err(reason) => reason,
+            Ok(()) => CloseReason::Internal,
+        }
+    }
+
+    fn serve_loop(&mut self) -> Result<(), CloseReason> {
+        let mut next_ping = self.ping_every().map(|d| Instant::now() + d);
+        loop {
+            if let Some(reason) = self.ctl.reason() {
+                return Err(reason);
+            }
+            let mut busy = self.pump_out()?;
+            busy |= self.pump_in()?;
+            let now = Instant::now();
+            if now.duration_since(self.last_rx) >= self.limits.idle_timeout {
+                return Err(CloseReason::Timeout);
+            }
+            if let (Some(at), Some(every)) = (next_ping, self.ping_every()) {
+                if now >= at {
+                    next_ping = Some(now + every);
+                    self.queue_message(Message::Ping(Bytes::new()))?;
+                    busy = true;
+                }
+            }
+            if busy {
+                continue;
+            }
+            // Nothing to do: sleep until the socket, the router or a deadline needs us.
+            self.parker.park();
+            if !self.queue.is_empty() || self.ctl.reason().is_some() {
+                self.parker.unpark();
+                continue;
+            }
+            let mut wait = (self.last_rx + self.limits.idle_timeout).saturating_duration_since(now);
+            if let Some(at) = next_ping {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+            let mut events = libc::POLLIN;
+            if self.unflushed {
+                events |= libc::POLLOUT;
+                if let Some(since) = self.full_since {
+                    wait = wait
+                        .min((since + self.limits.write_timeout).saturating_duration_since(now));
+                }
+            }
+            self.parker.poll(self.io.fd, events, wait);
+            self.parker.unpark();
+        }
+    }
+
+    /// Moves queued messages into the write buffer (frames coalesce there) and
+    /// flushes what the socket takes. `true` if anything moved.
+    fn pump_out(&mut self) -> Result<bool, CloseReason> {
+        let mut moved = false;
+        loop {
+            let msg = match self.pending.take() {
+                Some(m) => m,
+                None => match self.queue.try_recv() {
+                    Ok(text) => Message::Text(text),
+                    Err(_) => break,
+                },
+            };
+            match self.ws.write(&mut self.io, msg) {
+                Ok(()) => moved = true,
+                Err(WsError::WriteBufferFull(m)) => {
+                    self.pending = Some(*m);
+                    break;
+                }
+                // Buffered; the socket is full for now.
+                Err(e) if would_block(&e) => moved = true,
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        self.flush()?;
+        Ok(moved)
+    }
+
+    /// Flushes the write buffer as far as the socket takes it.
+    fn flush(&mut self) -> Result<(), CloseReason> {
+        match self.ws.flush(&mut self.io) {
+            Ok(()) => {
+                self.unflushed = false;
+                self.full_since = None;
+                self.ctl.socket_full.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) if would_block(&e) => {
+                self.unflushed = true;
+                let since = *self.full_since.get_or_insert_with(Instant::now);
+                self.ctl.socket_full.store(true, Ordering::Release);
+                if since.elapsed() >= self.limits.write_timeout {
+                    return Err(CloseReason::SlowConsumer);
+                }
+                Ok(())
+            }
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Reads and handles what the socket has, up to a batch. `true` if anything came.
+    fn pump_in(&mut self) -> Result<bool, CloseReason> {
+        for n in 0..READ_BATCH {
+            let msg = match self.ws.read(&mut self.io) {
+                Ok(m) => m,
+                Err(e) if would_block(&e) => return Ok(n > 0),
+                // tungstenite has consumed the frame; like any bad message it only
+                // earns an error (PROTOCOL.md §5: a bad message never ends the session).
+                Err(WsError::Utf8(_)) => {
+                    self.last_rx = Instant::now();
+                    self.reject(ErrorCode::InvalidJson, "the text frame is not valid UTF-8")?;
+                    continue;
+                }
+                Err(e) => return Err(read_error(e)),
+            };
+            self.last_rx = Instant::now();
+            self.handle(msg)?;
+        }
+        Ok(true)
+    }
+
+    fn handle(&mut self, msg: Message) -> Result<(), CloseReason> {
+        let data = matches!(msg, Message::Text(_) | Message::Binary(_));
+        if data && !self.rate.allow() {
+            if self.rate.strikes >= self.limits.rate_strikes {
+                return Err(CloseReason::RateLimited);
+            }
+            return self.reject(
+                ErrorCode::RateLimited,
+                "rate limit exceeded: message dropped",
+            );
+        }
+        match msg {
+            Message::Text(text) => match parse_inbound(text.as_str(), self.peer) {
+                Ok(Inbound::Ping) => {
+                    self.queue_message(Message::Text(Text::from_static(outbound::PONG)))
+                }
+                Ok(Inbound::Relay {
+                    kind,
+                    target,
+                    frame,
+                }) => self.send_to_router(Command::Relay {
+                    room: self.room.clone(),
+                    from: self.peer.clone(),
+                    session: self.id,
+                    kind,
+                    target,
+                    text: frame.into(),
+                }),
+                Err(rejection) => {
+                    debug!(
+                        "{} in {}: {} {}",
+                        self.peer, self.room, rejection.code, rejection.message
+                    );
+                    self.reject(rejection.code, &rejection.message)
+                }
+            },
+            Message::Binary(_) => self.reject(
+                ErrorCode::InvalidMessage,
+                "binary frames are not supported: send JSON text frames",
+            ),
+            Message::Close(frame) => Err(CloseReason::ClientClosed(
+                frame.map_or(1000, |f| u16::from(f.code)),
+            )),
+            // tungstenite queues the pong itself; the next flush sends it.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    fn reject(&mut self, code: ErrorCode, message: &str) -> Result<(), CloseReason> {
+        self.queue_message(Message::text(outbound::error(code, message)))
+    }
+
+    /// Writes a message of the session's own (reply, ping) into the write buffer.
+    fn queue_message(&mut self, msg: Message) -> Result<(), CloseReason> {
+        match self.ws.write(&mut self.io, msg) {
+            Ok(()) => Ok(()),
+            Err(e) if would_block(&e) => {
+                self.unflushed = true;
+                Ok(())
+            }
+            // The client does not read even its own replies.
+            Err(WsError::WriteBufferFull(_)) => Err(CloseReason::SlowConsumer),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Sends a command to the router. When the router's queue is full the router may
+    /// be waiting for *this* session's queue to drain, so keep draining it meanwhile.
+    fn send_to_router(&mut self, cmd: Command<SessionMailbox>) -> Result<(), CloseReason> {
+        let mut envelope = Envelope { cmd, reply: None };
+        loop {
+            match self.shared.router.try_send(envelope) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(CloseReason::GoingAway),
+                Err(TrySendError::Full(e)) => envelope = e,
+            }
+            self.pump_out()?;
+            match self.shared.router.send_timeout(envelope, CONGESTION_SLICE) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Disconnected(_)) => return Err(CloseReason::GoingAway),
+                Err(SendTimeoutError::Timeout(e)) => envelope = e,
+            }
+        }
+    }
+
+    /// The closing handshake: what was queued, the error, the close frame, then a
+    /// lingering close so unread input cannot turn the close frame into a reset.
+    fn finish(&mut self, stream: &TcpStream, reason: CloseReason) {
+        let deadline = Instant::now() + self.limits.close_timeout;
+        let broken = matches!(
+            reason,
+            CloseReason::SlowConsumer | CloseReason::Disconnected
+        );
+        if !broken {
+            if reason.error_code().is_some() {
+                // Deliver what was queued before the close (peer_left, a last error...).
+                let _ = self.pump_out();
+                if let Some(code) = reason.error_code() {
+                    let _ =
+                        self.queue_message(Message::text(outbound::error(code, reason.message())));
+                }
+                let frame = CloseFrame {
+                    code: CloseCode::from(reason.close_code()),
+                    reason: reason.error_code().map_or("", |c| c.as_str()).into(),
+                };
+                let _ = self.ws.close(&mut self.io, Some(frame));
+            }
+            // Flush (for a client's close this sends tungstenite's echoed reply).
+            loop {
+                match self.ws.flush(&mut self.io) {
+                    Err(e) if would_block(&e) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        self.parker.poll(self.io.fd, libc::POLLOUT, left);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let _ = stream.shutdown(Shutdown::Write);
+        if matches!(
+            reason,
+            CloseReason::ClientClosed(_) | CloseReason::Disconnected
+        ) {
+            return;
+        }
+        let mut sink = [0u8; 512];
+        loop {
+            match self.io.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    self.parker.poll(self.io.fd, libc::POLLIN, left);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn write_error(e: WsError) -> CloseReason {
+    match e {
+        WsError::WriteBufferFull(_) => CloseReason::SlowConsumer,
+        _ => CloseReason::Disconnected,
+    }
 }
 
 /// Tells the router the session is over, even if the reader panicked.
@@ -398,132 +639,6 @@ impl Drop for LeaveGuard<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_loop(
-    stream: &TcpStream,
-    leftover: Vec<u8>,
-    limits: &Limits,
-    room: &RoomId,
-    peer: &PeerId,
-    session: u64,
-    shared: &Shared,
-    own: &SessionMailbox,
-) {
-    let ctl = &*own.ctl;
-    let Ok(clone) = stream.try_clone() else {
-        ctl.close(CloseReason::Internal);
-        return;
-    };
-    let mut half = ReadHalf(clone);
-    if let Err(e) = half.0.set_read_timeout(nonzero(limits.idle_timeout)) {
-        warn!("set_read_timeout: {e}");
-    }
-    let mut ws =
-        WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config(limits)));
-    let mut rate = RateLimit::new(limits);
-    // Replies to this client go through its own queue, with the same slow-consumer rule.
-    let reply = |msg: Outbound| own.offer(msg).map_err(|Full| CloseReason::SlowConsumer);
-    let reject = |code: ErrorCode, message: &str| {
-        reply(Outbound::Text(outbound::error(code, message).into()))
-    };
-    let ended: CloseReason = loop {
-        if ctl.reason().is_some() {
-            // The router or the writer ended the session; wait for the client's close
-            // reply (or the writer's shutdown) to finish the handshake.
-            match ws.read(&mut half) {
-                Ok(Message::Close(_)) | Err(_) => break CloseReason::Disconnected,
-                Ok(_) => continue,
-            }
-        }
-        let msg = match ws.read(&mut half) {
-            Ok(m) => m,
-            // tungstenite has consumed the frame; like any bad message it only earns an
-            // error (PROTOCOL.md §5: a bad message never closes the session).
-            Err(WsError::Utf8(_)) => {
-                if let Err(r) = reject(ErrorCode::InvalidJson, "the text frame is not valid UTF-8")
-                {
-                    break r;
-                }
-                continue;
-            }
-            Err(e) => break read_error(e),
-        };
-        let data = matches!(msg, Message::Text(_) | Message::Binary(_));
-        if data && !rate.allow() {
-            if rate.strikes >= limits.rate_strikes {
-                break CloseReason::RateLimited;
-            }
-            if let Err(r) = reject(
-                ErrorCode::RateLimited,
-                "rate limit exceeded: message dropped",
-            ) {
-                break r;
-            }
-            continue;
-        }
-        let result = match msg {
-            Message::Text(text) => match parse_inbound(text.as_str(), peer) {
-                Ok(Inbound::Ping) => reply(Outbound::Text(Text::from_static(outbound::PONG))),
-                Ok(Inbound::Relay {
-                    kind,
-                    target,
-                    frame,
-                }) => {
-                    let cmd = Command::Relay {
-                        room: room.clone(),
-                        from: peer.clone(),
-                        session,
-                        kind,
-                        target,
-                        text: frame.into(),
-                    };
-                    // Blocks only while the router's queue is full: back-pressure on
-                    // this one client, never on the router.
-                    shared
-                        .router
-                        .send(Envelope { cmd, reply: None })
-                        .map_err(|_| CloseReason::GoingAway)
-                }
-                Err(rejection) => {
-                    debug!("{peer} in {room}: {} {}", rejection.code, rejection.message);
-                    reject(rejection.code, &rejection.message)
-                }
-            },
-            Message::Binary(_) => reject(
-                ErrorCode::InvalidMessage,
-                "binary frames are not supported: send JSON text frames",
-            ),
-            Message::Ping(payload) => reply(Outbound::Pong(payload)),
-            Message::Close(frame) => {
-                let code = frame.map_or(1000, |f| u16::from(f.code));
-                break CloseReason::ClientClosed(code);
-            }
-            Message::Pong(_) | Message::Frame(_) => Ok(()),
-        };
-        if let Err(reason) = result {
-            break reason;
-        }
-    };
-    let client_done = matches!(
-        ended,
-        CloseReason::ClientClosed(_) | CloseReason::Disconnected
-    );
-    ctl.close(ended);
-    if !client_done {
-        // Lingering close: keep reading (and discarding) until the client has seen our
-        // close frame and hung up, so unread input does not turn our close into a reset.
-        let _ = half.0.set_read_timeout(nonzero(limits.close_timeout));
-        let deadline = Instant::now() + limits.close_timeout;
-        let mut sink = [0u8; 1024];
-        while Instant::now() < deadline {
-            match half.0.read(&mut sink) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    }
-}
-
 fn read_error(e: WsError) -> CloseReason {
     match e {
         WsError::Capacity(_) => CloseReason::MessageTooLarge,
@@ -545,145 +660,6 @@ fn read_error(e: WsError) -> CloseReason {
 
 fn nonzero(d: Duration) -> Option<Duration> {
     Some(d.max(Duration::from_millis(1)))
-}
-
-/// The writer thread: drains the outbound queue into the socket, sends pings, and
-/// performs the closing handshake.
-fn write_loop(
-    stream: TcpStream,
-    limits: &Limits,
-    out: Receiver<Outbound>,
-    wake: Receiver<()>,
-    ctl: &Ctl,
-    reader_done: Receiver<()>,
-) {
-    let mut stream = WriteHalf {
-        stream,
-        ctl,
-        timeout: limits.write_timeout,
-    };
-    let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
-    // A zero interval turns pings off (the idle timeout alone then applies).
-    let ping_every = Some(limits.ping_interval).filter(|d| !d.is_zero());
-    let mut next_ping = ping_every.map(|d| Instant::now() + d);
-    let failed: Option<CloseReason> = loop {
-        let now = Instant::now();
-        if let (Some(every), Some(at)) = (ping_every, next_ping) {
-            if now >= at {
-                next_ping = Some(now + every);
-                if let Err(e) = send(&mut ws, &mut stream, Message::Ping(Bytes::new()), true) {
-                    break Some(e);
-                }
-            }
-        }
-        // Without pings the writer sleeps until a message or a close arrives.
-        let idle = next_ping.map_or(Duration::from_secs(86_400), |at| {
-            at.saturating_duration_since(now)
-        });
-        select! {
-            recv(wake) -> _ => break None,
-            recv(out) -> msg => {
-                let Ok(msg) = msg else { break None };
-                if let Err(e) = write_batch(&mut ws, &mut stream, msg, &out) {
-                    break Some(e);
-                }
-            },
-            default(idle) => {},
-        }
-    };
-    if let Some(reason) = failed {
-        ctl.close(reason);
-    }
-    let reason = ctl.reason().unwrap_or(CloseReason::Internal);
-    let writable = failed.is_none() && reason != CloseReason::SlowConsumer;
-    if writable {
-        // Deliver what was queued before the close (peer_left, a last error...).
-        while let Ok(msg) = out.try_recv() {
-            if write_one(&mut ws, &mut stream, msg).is_err() {
-                break;
-            }
-        }
-    }
-    if failed.is_none() && reason != CloseReason::Disconnected {
-        if let Some(code) = reason.error_code() {
-            let text = outbound::error(code, reason.message());
-            let _ = ws.write(&mut stream, Message::text(text));
-        }
-        let reason_text = reason.error_code().map_or("", |c| c.as_str());
-        let frame = CloseFrame {
-            code: CloseCode::from(reason.close_code()),
-            reason: reason_text.into(),
-        };
-        let _ = ws.close(&mut stream, Some(frame));
-        let _ = ws.flush(&mut stream);
-    }
-    let _ = stream.stream.shutdown(Shutdown::Write);
-    // Nothing more will be written: a sender waiting on a full queue must not wait here.
-    drop(out);
-    // Give the client the close timeout to answer; then cut the reader loose.
-    if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-        reader_done.recv_timeout(limits.close_timeout)
-    {
-        let _ = stream.stream.shutdown(Shutdown::Both);
-    }
-}
-
-fn write_one(
-    ws: &mut WebSocketContext,
-    stream: &mut WriteHalf<'_>,
-    msg: Outbound,
-) -> Result<(), CloseReason> {
-    let msg = match msg {
-        Outbound::Text(t) => Message::Text(t),
-        Outbound::Pong(p) => Message::Pong(p),
-    };
-    send(ws, stream, msg, false)
-}
-
-/// Writes `first` and whatever else is already queued, then flushes once: a burst of
-/// candidates leaves in as few syscalls as the write buffer allows.
-fn write_batch(
-    ws: &mut WebSocketContext,
-    stream: &mut WriteHalf<'_>,
-    first: Outbound,
-    out: &Receiver<Outbound>,
-) -> Result<(), CloseReason> {
-    write_one(ws, stream, first)?;
-    for _ in 0..64 {
-        match out.try_recv() {
-            Ok(msg) => write_one(ws, stream, msg)?,
-            Err(_) => break,
-        }
-    }
-    ws.flush(stream).map_err(write_error)
-}
-
-fn send(
-    ws: &mut WebSocketContext,
-    stream: &mut WriteHalf<'_>,
-    msg: Message,
-    flush: bool,
-) -> Result<(), CloseReason> {
-    ws.write(stream, msg).map_err(write_error)?;
-    if flush {
-        ws.flush(stream).map_err(write_error)?;
-    }
-    Ok(())
-}
-
-fn write_error(e: WsError) -> CloseReason {
-    match e {
-        WsError::Io(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            CloseReason::SlowConsumer
-        }
-        WsError::WriteBufferFull(_) => CloseReason::SlowConsumer,
-        _ => CloseReason::Disconnected,
-    }
 }
 
 /// Ends a session that was never admitted: error message, close frame, lingering close.

@@ -131,7 +131,12 @@ fn help_documents_every_flag_with_its_env_variable() {
         "--ping-interval",
         "--http-head-max",
         "--http-head-timeout",
-        "--reader-stack",
+        "--thread-stack",
+        "--turn-secret",
+        "--turn-secret-file",
+        "--turn-ttl",
+        "--admin",
+        "--log-format",
         "WEBRTC_SIGNALING_BIND",
         "WEBRTC_SIGNALING_PORT",
     ] {

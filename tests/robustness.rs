@@ -10,13 +10,12 @@ use common::{start_with, Client};
 use serde_json::json;
 
 /// The reader never parses relayed payloads recursively (they are kept as raw JSON),
-/// so even absurd nesting is relayed verbatim on the smallest stacks the flags allow,
+/// so even absurd nesting is relayed verbatim on the smallest stack the flags allow,
 /// and nesting at the top level is refused.
 #[test]
-fn deeply_nested_json_is_safe_on_the_smallest_stacks() {
+fn deeply_nested_json_is_safe_on_the_smallest_stack() {
     let server = start_with(|c| {
-        c.limits.reader_stack = 64 * 1024;
-        c.limits.writer_stack = 32 * 1024;
+        c.limits.thread_stack = 64 * 1024;
     });
     let addr = server.local_addr();
     let mut a = Client::join_expect(addr, "room", "a", &[]);

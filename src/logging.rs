@@ -1,0 +1,170 @@
+//! The binary's logger: simplelog's human lines (`--log-format text`, the default) or
+//! one JSON object per line (`--log-format json`) for log collectors, both on stderr.
+//!
+//! A JSON line looks like
+//!
+//! ```text
+//! {"ts":"2025-01-31T12:00:00.123Z","level":"info","target":"webrtc_signaling::session","thread":"conn","msg":"session start room=r peer=p remote=127.0.0.1:5000"}
+//! ```
+//!
+//! `ts` is UTC (RFC 3339, milliseconds), `level` one of `error` `warn` `info` `debug`
+//! `trace`, `target` the module that logged, `thread` the thread's name (`conn`,
+//! `ws-writer`, `router`, `accept`, `main`). Each line is written with one `write`
+//! call on a locked stderr, so lines from different threads never interleave.
+
+use std::io::{IsTerminal, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+use crate::config::LogFormat;
+
+/// Installs the process-wide logger. Fails only if one is already installed.
+pub fn init(format: LogFormat, level: LevelFilter) -> Result<(), log::SetLoggerError> {
+    match format {
+        LogFormat::Text => {
+            let config = simplelog::ConfigBuilder::new()
+                .set_target_level(LevelFilter::Off)
+                .set_thread_level(LevelFilter::Off)
+                .build();
+            let color = if std::io::stderr().is_terminal() {
+                simplelog::ColorChoice::Auto
+            } else {
+                simplelog::ColorChoice::Never
+            };
+            simplelog::TermLogger::init(level, config, simplelog::TerminalMode::Stderr, color)
+        }
+        LogFormat::Json => {
+            log::set_boxed_logger(Box::new(JsonLogger { level }))?;
+            log::set_max_level(level);
+            Ok(())
+        }
+    }
+}
+
+/// `--log-format json`.
+pub struct JsonLogger {
+    level: LevelFilter,
+}
+
+impl JsonLogger {
+    pub fn new(level: LevelFilter) -> Self {
+        JsonLogger { level }
+    }
+}
+
+impl Log for JsonLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = json_line(record, SystemTime::now());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// One record as a JSON object and a newline, keys in a fixed order (`ts` first).
+pub fn json_line(record: &Record, now: SystemTime) -> String {
+    let thread = std::thread::current();
+    let fields = [
+        ("ts", rfc3339_millis(now)),
+        ("level", record.level().as_str().to_ascii_lowercase()),
+        ("target", record.target().to_owned()),
+        ("thread", thread.name().unwrap_or("?").to_owned()),
+        ("msg", record.args().to_string()),
+    ];
+    let mut line = String::with_capacity(160);
+    for (i, (key, value)) in fields.iter().enumerate() {
+        line.push(if i == 0 { '{' } else { ',' });
+        line.push_str(&format!("\"{key}\":"));
+        // serde_json escapes quotes, backslashes and control characters.
+        line.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into()));
+    }
+    line.push_str("}\n");
+    line
+}
+
+/// `2025-01-31T12:00:00.123Z` (UTC).
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_utc_rfc3339_with_millis() {
+        let at = |s: u64, ms: u64| {
+            rfc3339_millis(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z"); // leap day
+        assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000Z"); // 2100: no leap day
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_the_message_escaped() {
+        let args = format_args!("quote \" backslash \\ newline \n tab \t é");
+        let record = Record::builder()
+            .args(args)
+            .level(log::Level::Warn)
+            .target("webrtc_signaling::test")
+            .build();
+        let line = json_line(&record, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        assert!(line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ts"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["target"], "webrtc_signaling::test");
+        assert_eq!(v["msg"], "quote \" backslash \\ newline \n tab \t é");
+        assert!(v["thread"].is_string());
+        assert!(line.starts_with(r#"{"ts":"2023-11-14T22:13:20.000Z","level":"warn","#));
+    }
+
+    #[test]
+    fn level_filter_applies() {
+        let logger = JsonLogger::new(LevelFilter::Info);
+        let meta = |level| Metadata::builder().level(level).build();
+        assert!(logger.enabled(&meta(log::Level::Error)));
+        assert!(logger.enabled(&meta(log::Level::Info)));
+        assert!(!logger.enabled(&meta(log::Level::Debug)));
+    }
+}

@@ -1,0 +1,167 @@
+//! Waking one session thread that is blocked in `ppoll(2)` on its own socket.
+//!
+//! A session is one thread that must wake for either of two things: bytes on its
+//! socket, or a message the router queued for it. `ppoll` waits for the first; a
+//! thread-directed signal (`SIGURG`, blocked except inside `ppoll`) interrupts it for
+//! the second. That costs no file descriptor per session (an eventfd would double the
+//! descriptors a 10,000-peer server needs) and no periodic wake-ups: the router sends
+//! the signal only when the thread is actually parked.
+//!
+//! `pthread_kill` is safe because the thread cannot retire (exit) while a waker that
+//! saw it parked is still signalling (`in_flight`); the owner never waits on a waker
+//! otherwise, so nothing spins, even with every thread on one core.
+
+use std::io;
+use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+const RUNNING: u8 = 0;
+const PARKED: u8 = 1;
+const WAKING: u8 = 2;
+const RETIRED: u8 = 3;
+
+/// The signal used to interrupt `ppoll`. Its default action is "ignore", so a stray
+/// one can do no harm; the server installs a no-op handler so it interrupts `ppoll`.
+const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
+
+extern "C" fn on_wake_signal(_: libc::c_int) {}
+
+fn install_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (empty).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_wake_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            // No SA_RESTART: ppoll must return EINTR.
+            action.sa_flags = 0;
+            libc::sigaction(WAKE_SIGNAL, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// The handle other threads use to wake the owning thread.
+pub struct Waker {
+    state: AtomicU8,
+    /// Wakers between "saw PARKED" and "done signalling": the owner may not exit
+    /// while any is in flight.
+    in_flight: AtomicU32,
+    thread: libc::pthread_t,
+}
+
+impl Waker {
+    /// Wakes the owner if it is parked; otherwise it will see the new work anyway.
+    pub fn wake(&self) {
+        // Pairs with the fence in `Parker::park`: either the owner sees our new work
+        // when it re-checks, or we see PARKED here.
+        fence(Ordering::SeqCst);
+        if self.state.load(Ordering::SeqCst) != PARKED {
+            return;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self
+            .state
+            .compare_exchange(PARKED, WAKING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            // SAFETY: the owner cannot retire (and exit) while `in_flight` is non-zero,
+            // and it was not retired when the exchange succeeded.
+            unsafe {
+                libc::pthread_kill(self.thread, WAKE_SIGNAL);
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The owning thread's side: blocks the wake signal outside `ppoll`.
+pub struct Parker {
+    waker: std::sync::Arc<Waker>,
+    /// The thread's signal mask with the wake signal unblocked, for `ppoll`.
+    poll_mask: libc::sigset_t,
+}
+
+impl Parker {
+    /// Sets up the calling thread; the returned parker must stay on this thread.
+    pub fn for_current_thread() -> io::Result<Parker> {
+        install_handler();
+        // SAFETY: plain libc calls on valid, initialised signal sets.
+        let poll_mask = unsafe {
+            let mut block: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut block);
+            libc::sigaddset(&mut block, WAKE_SIGNAL);
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            libc::sigdelset(&mut old, WAKE_SIGNAL);
+            old
+        };
+        Ok(Parker {
+            waker: std::sync::Arc::new(Waker {
+                state: AtomicU8::new(RUNNING),
+                in_flight: AtomicU32::new(0),
+                // SAFETY: always safe.
+                thread: unsafe { libc::pthread_self() },
+            }),
+            poll_mask,
+        })
+    }
+
+    pub fn waker(&self) -> std::sync::Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Announces that the thread is about to wait. The caller must re-check for work
+    /// after this and before [`Parker::poll`], so a wake between the two is not lost
+    /// (the signal stays pending and interrupts the poll at once).
+    pub fn park(&self) {
+        self.waker.state.store(PARKED, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Waits until `fd` has one of `events`, a wake-up arrives, or `timeout` passes.
+    /// Returns the ready events (0 on timeout or wake-up).
+    pub fn poll(&self, fd: libc::c_int, events: libc::c_short, timeout: Duration) -> libc::c_short {
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            // Infallible where c_long is 64-bit; on 32-bit hosts (a Raspberry Pi) the
+            // value is still below 1e9 and fits.
+            #[allow(clippy::unnecessary_fallible_conversions)]
+            tv_nsec: libc::c_long::try_from(timeout.subsec_nanos()).unwrap_or(0),
+        };
+        // SAFETY: one valid pollfd, a valid timespec and signal mask for the call.
+        let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, &self.poll_mask) };
+        if n > 0 {
+            pfd.revents
+        } else {
+            0
+        }
+    }
+
+    /// Back to running. A signal a waker sent meanwhile stays pending and at worst
+    /// ends the next poll early.
+    pub fn unpark(&self) {
+        self.waker.state.store(RUNNING, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Parker {
+    /// After this no waker signals the thread (which may then exit).
+    fn drop(&mut self) {
+        self.waker.state.store(RETIRED, Ordering::SeqCst);
+        // A waker that saw PARKED before the store may still be signalling; on a
+        // single core it needs the CPU to finish, hence yield rather than spin.
+        while self.waker.in_flight.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+}
