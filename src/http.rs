@@ -1,5 +1,5 @@
 //! The HTTP side of a connection: request heads (bounded in size and time), the REST
-//! endpoints (with the admin `DELETE`s of `--admin` and the per-request TURN
+//! endpoints and `/metrics` (with the admin `DELETE`s of `--admin` and the per-request TURN
 //! credentials of `--turn-secret`), the built-in client page, and the hand-off of
 //! WebSocket upgrades.
 //!
@@ -18,6 +18,7 @@ use log::{debug, info};
 use tiny_http::{HTTPVersion, Header};
 
 use crate::ice;
+use crate::metrics;
 use crate::protocol::{PeerId, RoomId};
 use crate::router::{Command, Envelope, Reply, RoomSummary};
 use crate::server::Shared;
@@ -331,6 +332,7 @@ fn route(head: &Head, shared: &Shared, remote: SocketAddr) -> Action {
         | "/webrtc/client"
         | "/webrtc/client/signaling.js"
         | "/webrtc/ice-servers"
+        | "/metrics"
             if !read_only =>
         {
             method_not_allowed(GET_HEAD)
@@ -348,6 +350,8 @@ fn route(head: &Head, shared: &Shared, remote: SocketAddr) -> Action {
                 .with("Cache-Control", "no-cache")
         }
         "/webrtc/ice-servers" => ice_servers(shared, query),
+        "/metrics" => Resp::new(200, metrics::CONTENT_TYPE, shared.metrics.encode())
+            .with("Cache-Control", "no-store"),
         "/webrtc/rooms" => match ask(shared, Command::ListRooms) {
             Some(Reply::Rooms(rooms)) => Resp::json(200, &serde_json::json!({ "rooms": rooms })),
             _ => busy(),

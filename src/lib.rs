@@ -12,12 +12,14 @@
 //! Modules, inner to outer: [`protocol`] (wire types, no I/O) ← [`router`] (room state
 //! machine, no I/O) ← `session` (socket threads) ← `http` (requests, REST) ← `server`
 //! (listener, lifecycle); beside them [`ice`] (the ICE server list and TURN REST
-//! credentials, no I/O) and [`config`]. See ARCHITECTURE.md for the threads and channels.
+//! credentials, no I/O), [`metrics`] (the `/metrics` series, atomics only on the relay
+//! path) and [`config`]. See ARCHITECTURE.md for the threads and channels.
 
 pub mod config;
 mod http;
 pub mod ice;
 pub mod logging;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 mod server;

@@ -23,6 +23,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // First thing after the flags: a SIGTERM that arrives while we start up (a
+    // supervisor that gives up early) must still end in a clean exit 0.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("webrtc-signaling: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let level = config.log_level.parse().unwrap_or(LevelFilter::Info);
     let _ = webrtc_signaling::logging::init(config.log_format, level);
     if config.limits.admin {
@@ -37,14 +46,6 @@ fn main() -> ExitCode {
             config.limits.turn_ttl.as_secs()
         );
     }
-    // Register before starting threads so no signal is lost in between.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {

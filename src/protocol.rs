@@ -115,6 +115,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`code as usize` is its index here).
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::PeerNotFound,
+        ErrorCode::RateLimited,
+        ErrorCode::InvalidRoomId,
+        ErrorCode::InvalidPeerId,
+        ErrorCode::Unauthorized,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::Kicked,
+        ErrorCode::PeerIdTaken,
+        ErrorCode::ServerFull,
+        ErrorCode::RoomFull,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::GoingAway,
+        ErrorCode::Timeout,
+        ErrorCode::SlowConsumer,
+        ErrorCode::ProtocolError,
+        ErrorCode::InternalError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
@@ -264,6 +287,9 @@ pub enum RelayKind {
 }
 
 impl RelayKind {
+    /// Every kind, in declaration order (`kind as usize` is its index here).
+    pub const ALL: [RelayKind; 3] = [RelayKind::Offer, RelayKind::Answer, RelayKind::IceCandidate];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RelayKind::Offer => "offer",
@@ -616,6 +642,16 @@ mod tests {
         let (kind, _, _) =
             relay(r#"{"type":"\u006fffer","offer":{},"target_peer_id":"p"}"#).unwrap();
         assert_eq!(kind, RelayKind::Offer);
+    }
+
+    #[test]
+    fn all_tables_are_indexed_by_discriminant() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{code}");
+        }
+        for (i, kind) in RelayKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{}", kind.as_str());
+        }
     }
 
     #[test]

@@ -6,14 +6,55 @@
 //! the ordering guarantees of PROTOCOL.md §3 hold by construction.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info};
 
+use crate::metrics::Metrics;
 use crate::protocol::{outbound, CloseReason, ErrorCode, PeerId, RelayKind, RoomId};
 
-/// A text frame ready for the socket; clones share one buffer.
-pub type Text = tungstenite::Utf8Bytes;
+/// A text frame ready for the socket (clones share one buffer). A relayed message also
+/// carries the moment the sender's session read it, for the relay latency histogram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text {
+    frame: tungstenite::Utf8Bytes,
+    read_at: Option<Instant>,
+}
+
+impl Text {
+    /// A relayed message, read from the sender's socket at `read_at`.
+    pub fn relayed(frame: impl Into<tungstenite::Utf8Bytes>, read_at: Instant) -> Self {
+        Text {
+            frame: frame.into(),
+            read_at: Some(read_at),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.frame.as_str()
+    }
+
+    /// When the sender's session read it (relayed messages only).
+    pub fn read_at(&self) -> Option<Instant> {
+        self.read_at
+    }
+
+    pub fn into_frame(self) -> tungstenite::Utf8Bytes {
+        self.frame
+    }
+}
+
+/// A message of the server's own (`existing_peers`, `peer_joined`, an error...).
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text {
+            frame: s.into(),
+            read_at: None,
+        }
+    }
+}
 
 /// Distinguishes two sessions that used the same peer id one after the other.
 pub type SessionId = u64;
@@ -118,16 +159,28 @@ pub struct Router<M> {
     sessions: usize,
     limits: RouterLimits,
     shutting_down: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl<M: Mailbox> Router<M> {
+    /// A router that counts into metrics of its own (nobody scrapes them).
     pub fn new(limits: RouterLimits) -> Self {
+        Self::with_metrics(limits, Arc::new(Metrics::new(0)))
+    }
+
+    /// A router that counts sessions, rooms, relays and its errors into `metrics`.
+    pub fn with_metrics(limits: RouterLimits, metrics: Arc<Metrics>) -> Self {
         Router {
             rooms: BTreeMap::new(),
             sessions: 0,
             limits,
             shutting_down: false,
+            metrics,
         }
+    }
+
+    fn publish_population(&self) {
+        self.metrics.set_population(self.sessions, self.rooms.len());
     }
 
     /// Number of admitted sessions.
@@ -208,6 +261,7 @@ impl<M: Mailbox> Router<M> {
                     return Reply::RoomNotFound;
                 };
                 self.sessions -= room.members.len();
+                self.publish_population();
                 info!("kicking every peer of {room_id}");
                 let mut kicked = Vec::with_capacity(room.members.len());
                 for member in room.members {
@@ -247,6 +301,7 @@ impl<M: Mailbox> Router<M> {
             mailbox,
         });
         self.sessions += 1;
+        self.publish_population();
         let joined: Text = outbound::peer_joined(&peer).into();
         self.broadcast(&room_id, &peer, joined);
         Reply::Joined
@@ -287,7 +342,9 @@ impl<M: Mailbox> Router<M> {
         match room.position(target).filter(|_| target != from) {
             Some(to_idx) => {
                 debug!("relay {} {from} -> {target} in {room_id}", kind.as_str());
-                if room.members[to_idx].mailbox.push(text).is_err() {
+                if room.members[to_idx].mailbox.push(text).is_ok() {
+                    self.metrics.relayed(kind);
+                } else {
                     self.evict(room_id, to_idx);
                 }
             }
@@ -298,7 +355,9 @@ impl<M: Mailbox> Router<M> {
                     room_id.as_str()
                 );
                 let err: Text = outbound::error(ErrorCode::PeerNotFound, &msg).into();
-                if room.members[from_idx].mailbox.push(err).is_err() {
+                if room.members[from_idx].mailbox.push(err).is_ok() {
+                    self.metrics.error_sent(ErrorCode::PeerNotFound);
+                } else {
                     self.evict(room_id, from_idx);
                 }
             }
@@ -313,6 +372,11 @@ impl<M: Mailbox> Router<M> {
     /// Removes member `idx` and tells the rest of the room. Telling may find more
     /// slow consumers; they are removed in turn, so each peer_left is sent exactly once.
     fn remove(&mut self, room_id: &RoomId, idx: usize, reason: Option<CloseReason>) {
+        self.remove_cascade(room_id, idx, reason);
+        self.publish_population();
+    }
+
+    fn remove_cascade(&mut self, room_id: &RoomId, idx: usize, reason: Option<CloseReason>) {
         let mut pending = vec![(idx, reason)];
         while let Some((idx, reason)) = pending.pop() {
             let Some(room) = self.rooms.get_mut(room_id) else {

@@ -8,11 +8,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{info, warn};
 
 use crate::config::{Config, Limits};
 use crate::http;
+use crate::metrics::Metrics;
 use crate::router::{self, Command, Envelope, Router, RouterLimits};
 use crate::session::SessionMailbox;
 
@@ -22,8 +23,12 @@ pub struct Shared {
     pub limits: Limits,
     pub ice_json: String,
     pub router: Sender<Envelope<SessionMailbox>>,
+    /// The `/metrics` series; the router holds the same instance.
+    pub metrics: Arc<Metrics>,
     next_session: AtomicU64,
     connections: AtomicUsize,
+    /// Connection threads parked waiting for their next connection.
+    spare_threads: AtomicUsize,
     sessions: Mutex<usize>,
     sessions_zero: Condvar,
     stopping: AtomicBool,
@@ -84,12 +89,23 @@ impl Server {
     pub fn start(config: Config) -> io::Result<Server> {
         let listener = TcpListener::bind((config.bind, config.port))?;
         let local_addr = listener.local_addr()?;
+        // std listens with a backlog of 128; a burst of joins (a class opening its
+        // laptops, a load test) would see dropped SYNs and one-second retries.
+        // Calling listen(2) again on a listening socket only raises the backlog.
+        // SAFETY: a valid listening socket owned by `listener`.
+        unsafe {
+            libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), LISTEN_BACKLOG);
+        }
         let limits = config.limits.clone();
         let (router_tx, router_rx) = bounded(limits.router_queue);
-        let state = Router::<SessionMailbox>::new(RouterLimits {
-            max_sessions: limits.max_connections,
-            max_room_peers: limits.max_room_peers,
-        });
+        let metrics = Arc::new(Metrics::new(limits.peer_queue));
+        let state = Router::<SessionMailbox>::with_metrics(
+            RouterLimits {
+                max_sessions: limits.max_connections,
+                max_room_peers: limits.max_room_peers,
+            },
+            metrics.clone(),
+        );
         std::thread::Builder::new()
             .name("router".into())
             .stack_size(256 * 1024)
@@ -98,8 +114,10 @@ impl Server {
             ice_json: crate::ice::static_json(&config),
             limits,
             router: router_tx,
+            metrics,
             next_session: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            spare_threads: AtomicUsize::new(0),
             sessions: Mutex::new(0),
             sessions_zero: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -175,6 +193,8 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let cap = shared.limits.max_connections + shared.limits.max_http_connections;
+    // Zero capacity: a hand-off succeeds only if a spare thread is waiting right now.
+    let (spares_tx, spares_rx) = bounded::<Conn>(0);
     loop {
         let (stream, remote) = match listener.accept() {
             Ok(pair) => pair,
@@ -205,16 +225,72 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let guard = ConnectionGuard(shared.clone());
         // Small frames must not wait for delayed ACKs (Nagle would add ~40 ms stalls).
         let _ = stream.set_nodelay(true);
+        // A spare thread parked in `recv` takes the connection at once; otherwise a
+        // new thread is started for it.
+        let conn = Conn {
+            stream,
+            remote,
+            guard,
+        };
+        let conn = match spares_tx.try_send(conn) {
+            Ok(()) => continue,
+            Err(e) => e.into_inner(),
+        };
         let shared = shared.clone();
+        let spares = spares_rx.clone();
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .stack_size(shared.limits.thread_stack)
-            .spawn(move || {
-                let _guard = guard;
-                http::serve(stream, remote, shared);
-            });
+            .spawn(move || connection_thread(conn, &shared, &spares));
         if let Err(e) = spawned {
             warn!("cannot start a thread for {remote}: {e}");
+        }
+    }
+}
+
+/// Pending connections the kernel may queue for `accept` (capped by somaxconn).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// An accepted connection on its way to a thread.
+struct Conn {
+    stream: TcpStream,
+    remote: SocketAddr,
+    guard: ConnectionGuard,
+}
+
+/// Threads kept parked for the next connections. Starting a thread costs tens of
+/// microseconds, and on a busy core a new thread also queues behind the running ones
+/// (the scheduler's start penalty), which showed as 4 ms joins; a parked thread is
+/// woken like any other.
+const MAX_SPARE_THREADS: usize = 8;
+/// A spare thread that gets no connection for this long exits.
+const SPARE_IDLE: Duration = Duration::from_secs(30);
+
+/// One thread, one connection at a time; afterwards it waits as a spare (while fewer
+/// than `MAX_SPARE_THREADS` do) for the next one.
+fn connection_thread(first: Conn, shared: &Arc<Shared>, spares: &Receiver<Conn>) {
+    let mut conn = first;
+    loop {
+        {
+            let Conn {
+                stream,
+                remote,
+                guard,
+            } = conn;
+            let _guard = guard;
+            http::serve(stream, remote, shared.clone());
+        }
+        if shared.is_stopping()
+            || shared.spare_threads.fetch_add(1, Ordering::AcqRel) >= MAX_SPARE_THREADS
+        {
+            shared.spare_threads.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let next = spares.recv_timeout(SPARE_IDLE);
+        shared.spare_threads.fetch_sub(1, Ordering::AcqRel);
+        match next {
+            Ok(c) => conn = c,
+            Err(_) => return,
         }
     }
 }

@@ -19,9 +19,10 @@ use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendErro
 use log::{debug, info};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
-use tungstenite::{Bytes, Error as WsError, Message};
+use tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::protocol::{outbound, parse_inbound, CloseReason, ErrorCode, Inbound, PeerId, RoomId};
 use crate::router::{Command, Envelope, Full, Mailbox, Reply, Text};
 use crate::server::{SessionToken, Shared};
@@ -58,6 +59,7 @@ impl Ctl {
 pub struct SessionMailbox {
     out: Sender<Text>,
     ctl: Arc<Ctl>,
+    metrics: Arc<Metrics>,
     /// How long a full queue may wait for a session whose socket still takes data.
     patience: Duration,
 }
@@ -74,6 +76,7 @@ impl Mailbox for SessionMailbox {
         let mut text = match self.out.try_send(text) {
             Ok(()) => {
                 self.ctl.waker.wake();
+                self.metrics.queue_len(self.out.len());
                 return Ok(());
             }
             // The session is gone: its Leave is on the way.
@@ -91,7 +94,13 @@ impl Mailbox for SessionMailbox {
             }
             // Short slices so that a socket filling up meanwhile is noticed quickly.
             match self.out.send_timeout(text, CONGESTION_SLICE) {
-                Ok(()) | Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
+                Ok(()) => {
+                    // The session may have drained the queue and parked meanwhile.
+                    self.ctl.waker.wake();
+                    self.metrics.queue_len(self.out.len());
+                    return Ok(());
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
                 Err(SendTimeoutError::Timeout(t)) => text = t,
             }
         }
@@ -103,12 +112,13 @@ impl Mailbox for SessionMailbox {
 }
 
 /// The socket as tungstenite sees it: every call non-blocking (`MSG_DONTWAIT`), so
-/// the session thread only ever blocks in `ppoll`.
-struct Io {
+/// the session thread only ever blocks in `ppoll`. Counts the bytes both ways.
+struct Io<'a> {
     fd: RawFd,
+    metrics: &'a Metrics,
 }
 
-impl Read for Io {
+impl Read for Io<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `fd` is the session's open socket; `buf` is valid for its length.
         let n = unsafe {
@@ -119,11 +129,13 @@ impl Read for Io {
                 libc::MSG_DONTWAIT,
             )
         };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.metrics.received(n);
+        Ok(n)
     }
 }
 
-impl Write for Io {
+impl Write for Io<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: as above.
         let n = unsafe {
@@ -134,7 +146,9 @@ impl Write for Io {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.metrics.sent(n);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -213,21 +227,21 @@ pub fn run(
         Ok(r) => r,
         Err(e) => {
             info!("refused session from {remote}: room_id {e}");
-            return refuse(stream, limits, CloseReason::InvalidRoomId);
+            return refuse(stream, shared, CloseReason::InvalidRoomId);
         }
     };
     let peer = match PeerId::parse(peer) {
         Ok(p) => p,
         Err(e) => {
             info!("refused session from {remote} in {room}: peer_id {e}");
-            return refuse(stream, limits, CloseReason::InvalidPeerId);
+            return refuse(stream, shared, CloseReason::InvalidPeerId);
         }
     };
     let parker = match Parker::for_current_thread() {
         Ok(p) => p,
         Err(e) => {
             log::warn!("cannot prepare session thread: {e}");
-            return refuse(stream, limits, CloseReason::Internal);
+            return refuse(stream, shared, CloseReason::Internal);
         }
     };
     let (out_tx, out_rx) = bounded(limits.peer_queue);
@@ -240,6 +254,7 @@ pub fn run(
     let mailbox = SessionMailbox {
         out: out_tx,
         ctl: ctl.clone(),
+        metrics: shared.metrics.clone(),
         patience: limits.write_timeout,
     };
     let (reply_tx, reply_rx) = bounded(1);
@@ -253,22 +268,24 @@ pub fn run(
         reply: Some(reply_tx),
     };
     if shared.router.send(join).is_err() {
-        return refuse(stream, limits, CloseReason::GoingAway);
+        return refuse(stream, shared, CloseReason::GoingAway);
     }
     match reply_rx.recv() {
         Ok(Reply::Joined) => {}
         Ok(Reply::Refused(reason)) => {
             info!("refused {peer} in {room} from {remote}: {reason}");
-            return refuse(stream, limits, reason);
+            return refuse(stream, shared, reason);
         }
-        Ok(_) | Err(_) => return refuse(stream, limits, CloseReason::Internal),
+        Ok(_) | Err(_) => return refuse(stream, shared, CloseReason::Internal),
     }
     let started = Instant::now();
+    shared.metrics.session_opened();
     info!("session start room={room} peer={peer} remote={remote}");
     let mut session = Session {
         ws: WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config(limits))),
         io: Io {
             fd: stream.as_raw_fd(),
+            metrics: &shared.metrics,
         },
         limits,
         shared,
@@ -279,6 +296,7 @@ pub fn run(
         parker: &parker,
         queue: out_rx,
         pending: None,
+        relayed: Vec::with_capacity(RELAYED_STAMPS),
         unflushed: false,
         full_since: None,
         last_rx: started,
@@ -300,6 +318,7 @@ pub fn run(
     drop(session);
     // The thread may exit only once no router wake-up can be in flight.
     drop(parker);
+    shared.metrics.session_closed(reason);
     info!(
         "session end room={room} peer={peer} remote={remote} duration={:.3}s reason={reason}",
         started.elapsed().as_secs_f64()
@@ -309,9 +328,13 @@ pub fn run(
 /// Messages read from the socket per round before the outbound queue gets a turn.
 const READ_BATCH: usize = 64;
 
+/// Relayed messages whose latency is measured at one flush; beyond that many in one
+/// round, the earlier ones are measured when they entered the write buffer.
+const RELAYED_STAMPS: usize = 32;
+
 struct Session<'a> {
     ws: WebSocketContext,
-    io: Io,
+    io: Io<'a>,
     limits: &'a Limits,
     shared: &'a Shared,
     room: &'a RoomId,
@@ -320,8 +343,12 @@ struct Session<'a> {
     ctl: &'a Ctl,
     parker: &'a Parker,
     queue: Receiver<Text>,
-    /// A message that did not fit in the write buffer yet.
-    pending: Option<Message>,
+    /// A message that did not fit in the write buffer yet (and when it was read, if
+    /// it is a relayed one).
+    pending: Option<(Message, Option<Instant>)>,
+    /// When the relayed messages now in the write buffer were read from their senders
+    /// (capacity fixed at start: measuring allocates nothing).
+    relayed: Vec<Instant>,
     /// The write buffer holds bytes the socket has not taken.
     unflushed: bool,
     /// Since when the socket has refused data.
@@ -350,6 +377,9 @@ impl Session<'_> {
                 return Err(reason);
             }
             let mut busy = self.pump_out()?;
+            // A message that found the write buffer full waits in `pending`; once the
+            // socket has taken the buffer it must go out now, not after the next event.
+            busy |= self.pending.is_some() && !self.unflushed;
             busy |= self.pump_in()?;
             let now = Instant::now();
             if now.duration_since(self.last_rx) >= self.limits.idle_timeout {
@@ -393,26 +423,51 @@ impl Session<'_> {
     fn pump_out(&mut self) -> Result<bool, CloseReason> {
         let mut moved = false;
         loop {
-            let msg = match self.pending.take() {
-                Some(m) => m,
+            let (msg, read_at) = match self.pending.take() {
+                Some(p) => p,
                 None => match self.queue.try_recv() {
-                    Ok(text) => Message::Text(text),
+                    Ok(text) => {
+                        let read_at = text.read_at();
+                        (Message::Text(text.into_frame()), read_at)
+                    }
                     Err(_) => break,
                 },
             };
             match self.ws.write(&mut self.io, msg) {
                 Ok(()) => moved = true,
                 Err(WsError::WriteBufferFull(m)) => {
-                    self.pending = Some(*m);
+                    self.pending = Some((*m, read_at));
                     break;
                 }
                 // Buffered; the socket is full for now.
                 Err(e) if would_block(&e) => moved = true,
                 Err(e) => return Err(write_error(e)),
             }
+            if let Some(at) = read_at {
+                if self.relayed.len() == self.relayed.capacity() {
+                    self.observe_relayed();
+                }
+                self.relayed.push(at);
+            }
         }
-        self.flush()?;
+        let flushed = self.flush();
+        self.observe_relayed();
+        flushed?;
         Ok(moved)
+    }
+
+    /// The relayed messages written since the last call have been handed to the
+    /// socket (or to the write buffer, if the socket is full): their latency ends now.
+    fn observe_relayed(&mut self) {
+        if self.relayed.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for at in self.relayed.drain(..) {
+            self.shared
+                .metrics
+                .relay_latency(now.saturating_duration_since(at));
+        }
     }
 
     /// Flushes the write buffer as far as the socket takes it.
@@ -452,13 +507,15 @@ impl Session<'_> {
                 }
                 Err(e) => return Err(read_error(e)),
             };
-            self.last_rx = Instant::now();
-            self.handle(msg)?;
+            let now = Instant::now();
+            self.last_rx = now;
+            self.handle(msg, now)?;
         }
         Ok(true)
     }
 
-    fn handle(&mut self, msg: Message) -> Result<(), CloseReason> {
+    /// `read_at`: when the frame was read (a relayed message carries it to its target).
+    fn handle(&mut self, msg: Message, read_at: Instant) -> Result<(), CloseReason> {
         let data = matches!(msg, Message::Text(_) | Message::Binary(_));
         if data && !self.rate.allow() {
             if self.rate.strikes >= self.limits.rate_strikes {
@@ -472,7 +529,7 @@ impl Session<'_> {
         match msg {
             Message::Text(text) => match parse_inbound(text.as_str(), self.peer) {
                 Ok(Inbound::Ping) => {
-                    self.queue_message(Message::Text(Text::from_static(outbound::PONG)))
+                    self.queue_message(Message::Text(Utf8Bytes::from_static(outbound::PONG)))
                 }
                 Ok(Inbound::Relay {
                     kind,
@@ -484,7 +541,7 @@ impl Session<'_> {
                     session: self.id,
                     kind,
                     target,
-                    text: frame.into(),
+                    text: Text::relayed(frame, read_at),
                 }),
                 Err(rejection) => {
                     debug!(
@@ -507,6 +564,7 @@ impl Session<'_> {
     }
 
     fn reject(&mut self, code: ErrorCode, message: &str) -> Result<(), CloseReason> {
+        self.shared.metrics.error_sent(code);
         self.queue_message(Message::text(outbound::error(code, message)))
     }
 
@@ -556,6 +614,7 @@ impl Session<'_> {
                 // Deliver what was queued before the close (peer_left, a last error...).
                 let _ = self.pump_out();
                 if let Some(code) = reason.error_code() {
+                    self.shared.metrics.error_sent(code);
                     let _ =
                         self.queue_message(Message::text(outbound::error(code, reason.message())));
                 }
@@ -663,10 +722,13 @@ fn nonzero(d: Duration) -> Option<Duration> {
 }
 
 /// Ends a session that was never admitted: error message, close frame, lingering close.
-pub fn refuse(mut stream: TcpStream, limits: &Limits, reason: CloseReason) {
+pub fn refuse(mut stream: TcpStream, shared: &Shared, reason: CloseReason) {
+    let limits = &shared.limits;
+    shared.metrics.session_refused(reason);
     let _ = stream.set_write_timeout(nonzero(limits.write_timeout));
     let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
     if let Some(code) = reason.error_code() {
+        shared.metrics.error_sent(code);
         let _ = ws.write(
             &mut stream,
             Message::text(outbound::error(code, reason.message())),

@@ -1,0 +1,647 @@
+//! What `GET /metrics` shows, in the Prometheus text exposition format (0.0.4),
+//! encoded by the `prometheus-client` crate.
+//!
+//! Nothing here may put a lock or an allocation on the relay path: every series that
+//! a session or the router touches is an atomic created once at start-up. Labelled
+//! counters are fixed arrays indexed by enum ([`ErrorCode`], [`RelayKind`], close
+//! reason), never a `Family` looked up by a label `String`; the relay latency
+//! histogram is ours ([`LatencyHistogram`]) because the crate's `Histogram` takes a
+//! mutex on every observation. Scraping (encoding, reading `/proc`) allocates freely.
+//! docs/metrics.md lists every series.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::protocol::{CloseReason, ErrorCode, RelayKind};
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The `reason` label of the session counters: the error code of a server-side close,
+/// or `client_closed` / `disconnected` when the client ended the session.
+pub const CLOSE_REASONS: [&str; 17] = [
+    "invalid_room_id",
+    "invalid_peer_id",
+    "unauthorized",
+    "origin_not_allowed",
+    "kicked",
+    "peer_id_taken",
+    "rate_limited",
+    "server_full",
+    "room_full",
+    "message_too_large",
+    "going_away",
+    "timeout",
+    "slow_consumer",
+    "protocol_error",
+    "internal_error",
+    "client_closed",
+    "disconnected",
+];
+
+/// Where `reason` counts in [`CLOSE_REASONS`].
+fn close_index(reason: CloseReason) -> usize {
+    match reason {
+        CloseReason::InvalidRoomId => 0,
+        CloseReason::InvalidPeerId => 1,
+        CloseReason::Unauthorized => 2,
+        CloseReason::OriginNotAllowed => 3,
+        CloseReason::Kicked => 4,
+        CloseReason::PeerIdTaken => 5,
+        CloseReason::RateLimited => 6,
+        CloseReason::ServerFull => 7,
+        CloseReason::RoomFull => 8,
+        CloseReason::MessageTooLarge => 9,
+        CloseReason::GoingAway => 10,
+        CloseReason::Timeout => 11,
+        CloseReason::SlowConsumer => 12,
+        CloseReason::ProtocolError => 13,
+        CloseReason::Internal => 14,
+        CloseReason::ClientClosed(_) => 15,
+        CloseReason::Disconnected => 16,
+    }
+}
+
+const ERROR_CODES: [&str; ErrorCode::ALL.len()] = {
+    let mut out = [""; ErrorCode::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = error_code_str(ErrorCode::ALL[i]);
+        i += 1;
+    }
+    out
+};
+
+/// `ErrorCode::as_str` in a const context (checked against it by a test).
+const fn error_code_str(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidJson => "invalid_json",
+        ErrorCode::InvalidMessage => "invalid_message",
+        ErrorCode::UnknownType => "unknown_type",
+        ErrorCode::PeerNotFound => "peer_not_found",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::InvalidRoomId => "invalid_room_id",
+        ErrorCode::InvalidPeerId => "invalid_peer_id",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::OriginNotAllowed => "origin_not_allowed",
+        ErrorCode::Kicked => "kicked",
+        ErrorCode::PeerIdTaken => "peer_id_taken",
+        ErrorCode::ServerFull => "server_full",
+        ErrorCode::RoomFull => "room_full",
+        ErrorCode::MessageTooLarge => "message_too_large",
+        ErrorCode::GoingAway => "going_away",
+        ErrorCode::Timeout => "timeout",
+        ErrorCode::SlowConsumer => "slow_consumer",
+        ErrorCode::ProtocolError => "protocol_error",
+        ErrorCode::InternalError => "internal_error",
+    }
+}
+
+const RELAY_KINDS: [&str; 3] = ["offer", "answer", "ice_candidate"];
+
+/// A counter with one label whose values are fixed at compile time: one atomic per
+/// value, encoded in a stable order, every series present from the start (at 0).
+#[derive(Clone)]
+struct CounterSet<const N: usize> {
+    label: &'static str,
+    values: &'static [&'static str; N],
+    counts: Arc<[AtomicU64; N]>,
+}
+
+impl<const N: usize> CounterSet<N> {
+    fn new(label: &'static str, values: &'static [&'static str; N]) -> Self {
+        CounterSet {
+            label,
+            values,
+            counts: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+
+    fn inc(&self, index: usize) {
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For a series that only one thread ever writes: a plain load and store, no
+    /// locked read-modify-write (a concurrent writer would lose counts, never more).
+    fn inc_sole_writer(&self, index: usize) {
+        let c = &self.counts[index];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+impl<const N: usize> fmt::Debug for CounterSet<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CounterSet")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl<const N: usize> TypedMetric for CounterSet<N> {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl<const N: usize> EncodeMetric for CounterSet<N> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        for (value, count) in self.values.iter().zip(self.counts.iter()) {
+            let labels = [(self.label, *value)];
+            let mut series = encoder.encode_family(&labels)?;
+            series.encode_counter::<NoLabelSet, u64, u64>(&count.load(Ordering::Relaxed), None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Upper bounds of the relay latency buckets, in nanoseconds: 25 µs to 10 s (a relay
+/// on loopback takes tens of microseconds; a congested peer waits up to the write
+/// timeout).
+const LATENCY_BOUNDS_NS: [u64; 18] = [
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A lock-free histogram with fixed buckets: one atomic add for the bucket and one for
+/// the sum per observation. (prometheus-client's `Histogram` locks a mutex per
+/// observation.) The count is the sum of the buckets, so `+Inf` always equals it.
+#[derive(Clone)]
+pub struct LatencyHistogram(Arc<HistogramInner>);
+
+struct HistogramInner {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn new() -> Self {
+        LatencyHistogram(Arc::new(HistogramInner {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_NS
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(LATENCY_BOUNDS_NS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LatencyHistogram")
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let bounds = LATENCY_BOUNDS_NS
+            .iter()
+            .map(|&ns| ns as f64 / 1e9)
+            .chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.0.buckets.iter())
+            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Every series of the server. One instance per server, shared by the router, the
+/// sessions and the HTTP handler.
+pub struct Metrics {
+    registry: Registry,
+    sessions_active: Gauge,
+    rooms_active: Gauge,
+    sessions_opened: Counter,
+    sessions_closed: CounterSet<{ CLOSE_REASONS.len() }>,
+    sessions_refused: CounterSet<{ CLOSE_REASONS.len() }>,
+    relayed: CounterSet<{ RELAY_KINDS.len() }>,
+    errors: CounterSet<{ ERROR_CODES.len() }>,
+    received_bytes: Counter,
+    sent_bytes: Counter,
+    relay_latency: LatencyHistogram,
+    queue_high_water: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// `peer_queue`: the capacity of each session's outbound queue (`--peer-queue`),
+    /// published beside its high-water mark.
+    pub fn new(peer_queue: usize) -> Self {
+        let m = Metrics {
+            registry: Registry::default(),
+            sessions_active: Gauge::default(),
+            rooms_active: Gauge::default(),
+            sessions_opened: Counter::default(),
+            sessions_closed: CounterSet::new("reason", &CLOSE_REASONS),
+            sessions_refused: CounterSet::new("reason", &CLOSE_REASONS),
+            relayed: CounterSet::new("type", &RELAY_KINDS),
+            errors: CounterSet::new("code", &ERROR_CODES),
+            received_bytes: Counter::default(),
+            sent_bytes: Counter::default(),
+            relay_latency: LatencyHistogram::new(),
+            queue_high_water: Gauge::default(),
+        };
+        let mut registry = Registry::default();
+        #[cfg(target_os = "linux")]
+        registry.register_collector(Box::new(process::ProcessCollector));
+        let r = registry.sub_registry_with_prefix("webrtc_signaling");
+        r.register(
+            "sessions_active",
+            "Signaling sessions admitted to a room right now",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "rooms_active",
+            "Rooms with at least one peer right now",
+            m.rooms_active.clone(),
+        );
+        r.register(
+            "sessions_opened",
+            "Signaling sessions admitted to a room",
+            m.sessions_opened.clone(),
+        );
+        r.register(
+            "sessions_closed",
+            "Admitted signaling sessions that ended, by reason (the close error code, or client_closed / disconnected)",
+            m.sessions_closed.clone(),
+        );
+        r.register(
+            "sessions_refused",
+            "WebSocket upgrades refused before joining a room, by reason",
+            m.sessions_refused.clone(),
+        );
+        r.register(
+            "messages_relayed",
+            "Messages queued for their target peer, by type",
+            m.relayed.clone(),
+        );
+        r.register(
+            "errors_sent",
+            "Error messages sent to clients, by code",
+            m.errors.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Bytes read from signaling WebSocket connections (frames, after the upgrade)",
+            m.received_bytes.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Bytes written to signaling WebSocket connections (frames, after the upgrade)",
+            m.sent_bytes.clone(),
+        );
+        r.register(
+            "relay_latency_seconds",
+            "Time from the sender's session reading a relayed frame to the target's session handing it to its socket",
+            m.relay_latency.clone(),
+        );
+        r.register(
+            "peer_queue_high_water",
+            "Most messages ever waiting in one session's outbound queue since start",
+            m.queue_high_water.clone(),
+        );
+        let capacity: Gauge = Gauge::default();
+        capacity.set(i64::try_from(peer_queue).unwrap_or(i64::MAX));
+        r.register(
+            "peer_queue_capacity",
+            "Capacity of each session's outbound queue (--peer-queue)",
+            capacity,
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The whole exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The router's view after a join or a removal.
+    pub fn set_population(&self, sessions: usize, rooms: usize) {
+        self.sessions_active
+            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
+        self.rooms_active
+            .set(i64::try_from(rooms).unwrap_or(i64::MAX));
+    }
+
+    pub fn session_opened(&self) {
+        self.sessions_opened.inc();
+    }
+
+    pub fn session_closed(&self, reason: CloseReason) {
+        self.sessions_closed.inc(close_index(reason));
+    }
+
+    pub fn session_refused(&self, reason: CloseReason) {
+        self.sessions_refused.inc(close_index(reason));
+    }
+
+    /// Only the router thread calls this (one router per `Metrics`), so the count needs
+    /// no locked instruction.
+    pub fn relayed(&self, kind: RelayKind) {
+        self.relayed.inc_sole_writer(kind as usize);
+    }
+
+    pub fn error_sent(&self, code: ErrorCode) {
+        self.errors.inc(code as usize);
+    }
+
+    pub fn received(&self, bytes: usize) {
+        self.received_bytes.inc_by(bytes as u64);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        self.sent_bytes.inc_by(bytes as u64);
+    }
+
+    pub fn relay_latency(&self, d: Duration) {
+        self.relay_latency.observe(d);
+    }
+
+    /// A session's queue holds `len` messages: raise the high-water mark if needed
+    /// (a plain load in the common case, an atomic max only for a new maximum).
+    pub fn queue_len(&self, len: usize) {
+        let len = i64::try_from(len).unwrap_or(i64::MAX);
+        let mark = self.queue_high_water.inner();
+        if len > mark.load(Ordering::Relaxed) {
+            mark.fetch_max(len, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The conventional `process_*` series, read from `/proc/self` at each scrape.
+#[cfg(target_os = "linux")]
+mod process {
+    use std::fmt;
+
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+
+    #[derive(Debug)]
+    pub struct ProcessCollector;
+
+    /// The figures of one scrape.
+    struct Figures {
+        cpu_seconds: f64,
+        resident_bytes: f64,
+        virtual_bytes: f64,
+        threads: f64,
+        start_time: Option<f64>,
+        open_fds: Option<f64>,
+        max_fds: Option<f64>,
+    }
+
+    fn sysconf(name: libc::c_int) -> Option<f64> {
+        // SAFETY: sysconf has no preconditions.
+        let v = unsafe { libc::sysconf(name) };
+        (v > 0).then_some(v as f64)
+    }
+
+    fn read() -> Option<Figures> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // proc(5) numbers fields from 1 with the state as field 3 (our index 0).
+        let field = |n: usize| -> Option<f64> { f.get(n - 3)?.parse().ok() };
+        let ticks = sysconf(libc::_SC_CLK_TCK)?;
+        let page = sysconf(libc::_SC_PAGESIZE)?;
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            // The listing includes the descriptor reading it.
+            .map(|d| d.count().saturating_sub(1) as f64)
+            .ok();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid rlimit to fill in.
+        let max_fds = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0)
+            .then_some(limit.rlim_cur as f64);
+        Some(Figures {
+            cpu_seconds: (field(14)? + field(15)?) / ticks,
+            threads: field(20)?,
+            start_time: boot.and_then(|b| Some(b + field(22)? / ticks)),
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page,
+            open_fds,
+            max_fds,
+        })
+    }
+
+    fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> fmt::Result {
+        let g = ConstGauge::new(v);
+        g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+    }
+
+    impl Collector for ProcessCollector {
+        fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+            let Some(p) = read() else {
+                return Ok(());
+            };
+            let cpu = ConstCounter::new(p.cpu_seconds);
+            cpu.encode(enc.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                cpu.metric_type(),
+            )?)?;
+            gauge(
+                &mut enc,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                p.resident_bytes,
+            )?;
+            gauge(
+                &mut enc,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                p.virtual_bytes,
+            )?;
+            gauge(
+                &mut enc,
+                "process_threads",
+                "Number of OS threads in the process.",
+                p.threads,
+            )?;
+            if let Some(v) = p.open_fds {
+                gauge(
+                    &mut enc,
+                    "process_open_fds",
+                    "Number of open file descriptors.",
+                    v,
+                )?;
+            }
+            if let Some(v) = p.max_fds {
+                gauge(
+                    &mut enc,
+                    "process_max_fds",
+                    "Maximum number of open file descriptors.",
+                    v,
+                )?;
+            }
+            if let Some(v) = p.start_time {
+                gauge(
+                    &mut enc,
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds.",
+                    v,
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_tables_match_the_protocol() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ERROR_CODES[code as usize], code.as_str());
+        }
+        for kind in RelayKind::ALL {
+            assert_eq!(RELAY_KINDS[kind as usize], kind.as_str());
+        }
+        let reasons = [
+            CloseReason::InvalidRoomId,
+            CloseReason::InvalidPeerId,
+            CloseReason::Unauthorized,
+            CloseReason::OriginNotAllowed,
+            CloseReason::Kicked,
+            CloseReason::PeerIdTaken,
+            CloseReason::RateLimited,
+            CloseReason::ServerFull,
+            CloseReason::RoomFull,
+            CloseReason::MessageTooLarge,
+            CloseReason::GoingAway,
+            CloseReason::Timeout,
+            CloseReason::SlowConsumer,
+            CloseReason::ProtocolError,
+            CloseReason::Internal,
+        ];
+        for r in reasons {
+            assert_eq!(
+                CLOSE_REASONS[close_index(r)],
+                r.error_code().unwrap().as_str()
+            );
+        }
+        assert_eq!(
+            CLOSE_REASONS[close_index(CloseReason::ClientClosed(4000))],
+            "client_closed"
+        );
+        assert_eq!(
+            CLOSE_REASONS[close_index(CloseReason::Disconnected)],
+            "disconnected"
+        );
+    }
+
+    #[test]
+    fn exposition_has_every_series() {
+        let m = Metrics::new(256);
+        m.set_population(3, 2);
+        m.session_opened();
+        m.session_closed(CloseReason::ClientClosed(1000));
+        m.session_refused(CloseReason::RoomFull);
+        m.relayed(RelayKind::IceCandidate);
+        m.error_sent(ErrorCode::InvalidJson);
+        m.received(10);
+        m.sent(20);
+        m.relay_latency(Duration::from_micros(30));
+        m.relay_latency(Duration::from_secs(60));
+        m.queue_len(7);
+        m.queue_len(3);
+        let text = m.encode();
+        for line in [
+            "# TYPE webrtc_signaling_sessions_active gauge",
+            "webrtc_signaling_sessions_active 3",
+            "webrtc_signaling_rooms_active 2",
+            "webrtc_signaling_sessions_opened_total 1",
+            "webrtc_signaling_sessions_closed_total{reason=\"client_closed\"} 1",
+            "webrtc_signaling_sessions_closed_total{reason=\"disconnected\"} 0",
+            "webrtc_signaling_sessions_refused_total{reason=\"room_full\"} 1",
+            "webrtc_signaling_messages_relayed_total{type=\"ice_candidate\"} 1",
+            "webrtc_signaling_messages_relayed_total{type=\"offer\"} 0",
+            "webrtc_signaling_errors_sent_total{code=\"invalid_json\"} 1",
+            "webrtc_signaling_received_bytes_total 10",
+            "webrtc_signaling_sent_bytes_total 20",
+            "# TYPE webrtc_signaling_relay_latency_seconds histogram",
+            "webrtc_signaling_relay_latency_seconds_bucket{le=\"2.5e-05\"} 0",
+            "webrtc_signaling_relay_latency_seconds_bucket{le=\"5e-05\"} 1",
+            "webrtc_signaling_relay_latency_seconds_bucket{le=\"10\"} 1",
+            "webrtc_signaling_relay_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "webrtc_signaling_relay_latency_seconds_count 2",
+            "webrtc_signaling_peer_queue_high_water 7",
+            "webrtc_signaling_peer_queue_capacity 256",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_threads gauge",
+            "# TYPE process_open_fds gauge",
+            "# TYPE process_start_time_seconds gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+}
