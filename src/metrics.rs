@@ -74,36 +74,11 @@ const ERROR_CODES: [&str; ErrorCode::ALL.len()] = {
     let mut out = [""; ErrorCode::ALL.len()];
     let mut i = 0;
     while i < out.len() {
-        out[i] = error_code_str(ErrorCode::ALL[i]);
+        out[i] = ErrorCode::ALL[i].as_str();
         i += 1;
     }
     out
 };
-
-/// `ErrorCode::as_str` in a const context (checked against it by a test).
-const fn error_code_str(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::InvalidJson => "invalid_json",
-        ErrorCode::InvalidMessage => "invalid_message",
-        ErrorCode::UnknownType => "unknown_type",
-        ErrorCode::PeerNotFound => "peer_not_found",
-        ErrorCode::RateLimited => "rate_limited",
-        ErrorCode::InvalidRoomId => "invalid_room_id",
-        ErrorCode::InvalidPeerId => "invalid_peer_id",
-        ErrorCode::Unauthorized => "unauthorized",
-        ErrorCode::OriginNotAllowed => "origin_not_allowed",
-        ErrorCode::Kicked => "kicked",
-        ErrorCode::PeerIdTaken => "peer_id_taken",
-        ErrorCode::ServerFull => "server_full",
-        ErrorCode::RoomFull => "room_full",
-        ErrorCode::MessageTooLarge => "message_too_large",
-        ErrorCode::GoingAway => "going_away",
-        ErrorCode::Timeout => "timeout",
-        ErrorCode::SlowConsumer => "slow_consumer",
-        ErrorCode::ProtocolError => "protocol_error",
-        ErrorCode::InternalError => "internal_error",
-    }
-}
 
 const RELAY_KINDS: [&str; 3] = ["offer", "answer", "ice_candidate"];
 

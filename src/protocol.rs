@@ -138,7 +138,7 @@ impl ErrorCode {
         ErrorCode::InternalError,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidMessage => "invalid_message",
@@ -290,7 +290,7 @@ impl RelayKind {
     /// Every kind, in declaration order (`kind as usize` is its index here).
     pub const ALL: [RelayKind; 3] = [RelayKind::Offer, RelayKind::Answer, RelayKind::IceCandidate];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             RelayKind::Offer => "offer",
             RelayKind::Answer => "answer",
