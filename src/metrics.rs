@@ -27,25 +27,37 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 
 /// The `reason` label of the session counters: the error code of a server-side close,
 /// or `client_closed` / `disconnected` when the client ended the session.
-pub const CLOSE_REASONS: [&str; 17] = [
-    "invalid_room_id",
-    "invalid_peer_id",
-    "unauthorized",
-    "origin_not_allowed",
-    "kicked",
-    "peer_id_taken",
-    "rate_limited",
-    "server_full",
-    "room_full",
-    "message_too_large",
-    "going_away",
-    "timeout",
-    "slow_consumer",
-    "protocol_error",
-    "internal_error",
-    "client_closed",
-    "disconnected",
+/// One reason of each kind, in the order of [`close_index`].
+const CLOSE_KINDS: [CloseReason; 17] = [
+    CloseReason::InvalidRoomId,
+    CloseReason::InvalidPeerId,
+    CloseReason::Unauthorized,
+    CloseReason::OriginNotAllowed,
+    CloseReason::Kicked,
+    CloseReason::PeerIdTaken,
+    CloseReason::RateLimited,
+    CloseReason::ServerFull,
+    CloseReason::RoomFull,
+    CloseReason::MessageTooLarge,
+    CloseReason::GoingAway,
+    CloseReason::Timeout,
+    CloseReason::SlowConsumer,
+    CloseReason::ProtocolError,
+    CloseReason::Internal,
+    CloseReason::ClientClosed(1000),
+    CloseReason::Disconnected,
 ];
+
+/// The `reason` label values, from protocol's one table of names.
+pub const CLOSE_REASONS: [&str; CLOSE_KINDS.len()] = {
+    let mut out = [""; CLOSE_KINDS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = CLOSE_KINDS[i].label();
+        i += 1;
+    }
+    out
+};
 
 /// Where `reason` counts in [`CLOSE_REASONS`].
 fn close_index(reason: CloseReason) -> usize {
@@ -80,7 +92,15 @@ const ERROR_CODES: [&str; ErrorCode::ALL.len()] = {
     out
 };
 
-const RELAY_KINDS: [&str; 3] = ["offer", "answer", "ice_candidate"];
+const RELAY_KINDS: [&str; RelayKind::ALL.len()] = {
+    let mut out = [""; RelayKind::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = RelayKind::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
 
 /// A counter with one label whose values are fixed at compile time: one atomic per
 /// value, encoded in a stable order, every series present from the start (at 0).

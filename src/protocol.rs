@@ -219,7 +219,7 @@ impl CloseReason {
 
     /// The error code announced before the close frame; `None` when the client
     /// ended the session itself.
-    pub fn error_code(self) -> Option<ErrorCode> {
+    pub const fn error_code(self) -> Option<ErrorCode> {
         Some(match self {
             CloseReason::InvalidRoomId => ErrorCode::InvalidRoomId,
             CloseReason::InvalidPeerId => ErrorCode::InvalidPeerId,
@@ -268,12 +268,25 @@ impl CloseReason {
     }
 }
 
+impl CloseReason {
+    /// A short name for logs and metrics: the error code, or `client_closed` /
+    /// `disconnected` when the client ended the session.
+    pub const fn label(self) -> &'static str {
+        match self.error_code() {
+            Some(code) => code.as_str(),
+            None => match self {
+                CloseReason::Disconnected => "disconnected",
+                _ => "client_closed",
+            },
+        }
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.error_code() {
-            Some(code) => write!(f, "{} ({})", code, self.close_code()),
-            None if *self == CloseReason::Disconnected => f.write_str("disconnected"),
-            None => write!(f, "client_closed ({})", self.close_code()),
+        match self {
+            CloseReason::Disconnected => f.write_str(self.label()),
+            _ => write!(f, "{} ({})", self.label(), self.close_code()),
         }
     }
 }

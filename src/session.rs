@@ -613,15 +613,10 @@ impl Session<'_> {
             if reason.error_code().is_some() {
                 // Deliver what was queued before the close (peer_left, a last error...).
                 let _ = self.pump_out();
-                if let Some(code) = reason.error_code() {
-                    self.shared.metrics.error_sent(code);
-                    let _ =
-                        self.queue_message(Message::text(outbound::error(code, reason.message())));
+                let (error, frame) = closing_messages(reason, &self.shared.metrics);
+                if let Some(error) = error {
+                    let _ = self.queue_message(error);
                 }
-                let frame = CloseFrame {
-                    code: CloseCode::from(reason.close_code()),
-                    reason: reason.error_code().map_or("", |c| c.as_str()).into(),
-                };
                 let _ = self.ws.close(&mut self.io, Some(frame));
             }
             // Flush (for a client's close this sends tungstenite's echoed reply).
@@ -666,6 +661,20 @@ impl Session<'_> {
     }
 }
 
+/// The `error` message (when the reason has an error code) and the close frame that
+/// end a session for `reason`; counts the error in the metrics.
+fn closing_messages(reason: CloseReason, metrics: &Metrics) -> (Option<Message>, CloseFrame) {
+    let error = reason.error_code().map(|code| {
+        metrics.error_sent(code);
+        Message::text(outbound::error(code, reason.message()))
+    });
+    let frame = CloseFrame {
+        code: CloseCode::from(reason.close_code()),
+        reason: reason.error_code().map_or("", |c| c.as_str()).into(),
+    };
+    (error, frame)
+}
+
 fn write_error(e: WsError) -> CloseReason {
     match e {
         WsError::WriteBufferFull(_) => CloseReason::SlowConsumer,
@@ -701,14 +710,8 @@ impl Drop for LeaveGuard<'_> {
 fn read_error(e: WsError) -> CloseReason {
     match e {
         WsError::Capacity(_) => CloseReason::MessageTooLarge,
-        WsError::Io(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            CloseReason::Timeout
-        }
+        // WouldBlock never gets here (the caller waits for it); the idle timeout is
+        // counted from the last frame, not from a socket timeout.
         WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)
         | WsError::ConnectionClosed
         | WsError::AlreadyClosed
@@ -727,17 +730,10 @@ pub fn refuse(mut stream: TcpStream, shared: &Shared, reason: CloseReason) {
     shared.metrics.session_refused(reason);
     let _ = stream.set_write_timeout(nonzero(limits.write_timeout));
     let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
-    if let Some(code) = reason.error_code() {
-        shared.metrics.error_sent(code);
-        let _ = ws.write(
-            &mut stream,
-            Message::text(outbound::error(code, reason.message())),
-        );
+    let (error, frame) = closing_messages(reason, &shared.metrics);
+    if let Some(error) = error {
+        let _ = ws.write(&mut stream, error);
     }
-    let frame = CloseFrame {
-        code: CloseCode::from(reason.close_code()),
-        reason: reason.error_code().map_or("", |c| c.as_str()).into(),
-    };
     let _ = ws.close(&mut stream, Some(frame));
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(nonzero(limits.close_timeout));
