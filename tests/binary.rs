@@ -4,109 +4,23 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::Client;
+use common::{Client, Process};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webrtc-signaling");
 
-/// A running binary with its stderr lines arriving on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+/// The binary with debug logging, and its address.
+fn start(args: &[&str]) -> (Process, SocketAddr) {
+    let mut server = Process::spawn(&[args, &["--log-level", "debug"]].concat(), &[]);
+    let addr = server.addr();
+    (server, addr)
 }
 
-impl Running {
-    fn start(args: &[&str]) -> (Running, SocketAddr) {
-        let mut child = Command::new(BIN)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--log-level", "debug"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn server binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut running = Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        let line = running.wait_line("listening on ");
-        let addr = line
-            .rsplit("listening on ")
-            .next()
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        (running, addr)
-    }
-
-    /// Waits (with a generous deadline) for a stderr line containing `needle`.
-    fn wait_line(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line containing {needle:?}; saw {:#?}", self.seen),
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; returns its exit code and how long it took.
-    fn wait_exit(mut self) -> (Option<i32>, Duration, Vec<String>) {
-        let started = Instant::now();
-        let (tx, rx) = mpsc::channel();
-        let mut child =
-            std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
-        thread::spawn(move || {
-            let _ = tx.send(child.wait().map(|s| s.code()));
-        });
-        let code = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server exits after the signal")
-            .expect("wait");
-        let took = started.elapsed();
-        let mut lines = self.seen.clone();
-        lines.extend(self.lines.try_iter());
-        (code, took, lines)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits for a stderr line containing `needle`.
+fn wait_line(server: &mut Process, needle: &str) -> String {
+    server.wait_line(&format!("containing {needle:?}"), |l| l.contains(needle))
 }
 
 #[test]
@@ -190,11 +104,11 @@ fn env_variables_configure_the_binary() {
 }
 
 fn graceful_exit_on(sig: &str) {
-    let (mut server, addr) = Running::start(&["--close-timeout", "0.5"]);
+    let (mut server, addr) = start(&["--close-timeout", "0.5"]);
     let mut a = Client::join_expect(addr, "room", "a", &[]);
     let mut b = Client::join_expect(addr, "room", "b", &["a"]);
     a.expect_json(json!({"type": "peer_joined", "peer_id": "b"}));
-    server.wait_line("session start room=room peer=b");
+    wait_line(&mut server, "session start room=room peer=b");
     server.signal(sig);
     a.expect_close(1001, "going_away");
     b.expect_close(1001, "going_away");
@@ -224,13 +138,13 @@ fn sigint_closes_every_session_with_1001_and_exits_0() {
 
 #[test]
 fn debug_log_names_relays_without_their_bodies() {
-    let (mut server, addr) = Running::start(&[]);
+    let (mut server, addr) = start(&[]);
     let mut a = Client::join_expect(addr, "room", "a", &[]);
     let mut b = Client::join_expect(addr, "room", "b", &["a"]);
     a.expect_json(json!({"type": "peer_joined", "peer_id": "b"}));
     a.send_json(&json!({"type": "offer", "offer": {"type": "offer", "sdp": "v=0 SECRET-SDP"}, "target_peer_id": "b"}));
     b.recv_json();
-    let line = server.wait_line("relay offer a -> b in room");
+    let line = wait_line(&mut server, "relay offer a -> b in room");
     assert!(!line.contains("SECRET-SDP"));
     server.signal("TERM");
     let (_, _, lines) = server.wait_exit();

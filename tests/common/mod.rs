@@ -709,3 +709,117 @@ impl XorShift {
         (self.next() % n as u64) as usize
     }
 }
+
+// ---------------------------------------------------------------- the binary
+
+/// The server binary run as a user runs it (`--bind 127.0.0.1 --port 0` plus `args`),
+/// its stderr lines arriving on a channel; killed on drop.
+pub struct Process {
+    child: Option<std::process::Child>,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line received so far.
+    pub seen: Vec<String>,
+}
+
+/// Generous deadline for the binary to start, log or exit.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Process {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webrtc-signaling"))
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first stderr line (seen before or arriving within the deadline) that
+    /// `matches`; `what` names it in the failure message.
+    pub fn wait_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.seen.iter().find(|l| matches(l)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line {what}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The address from the `listening on ADDR` line.
+    pub fn addr(&mut self) -> SocketAddr {
+        let line = self.wait_line("listening on", |l| l.contains("listening on "));
+        line.rsplit("listening on ")
+            .next()
+            .map(|a| a.trim().trim_end_matches(['"', '}']))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code, how long that took,
+    /// and every stderr line it wrote.
+    pub fn wait_exit(mut self) -> (Option<i32>, Duration, Vec<String>) {
+        let started = Instant::now();
+        let mut child = self.child.take().expect("running");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait().map(|s| s.code()));
+        });
+        let code = rx
+            .recv_timeout(PROCESS_DEADLINE)
+            .expect("the server exits")
+            .expect("wait");
+        let took = started.elapsed();
+        // The reader hangs up when stderr closes, after the process ended.
+        while let Ok(line) = self.lines.recv_timeout(PROCESS_DEADLINE) {
+            self.seen.push(line);
+        }
+        (code, took, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
