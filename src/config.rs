@@ -9,7 +9,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::access::{self, Claims, Origins, Verifier};
+use crate::protocol::{PeerId, RoomId};
 
 /// Every bound on memory, threads and time. Defaults suit a small host.
 #[derive(Debug, Clone)]
@@ -60,6 +65,12 @@ pub struct Limits {
     pub turn_secret: Option<Secret>,
     /// `--turn-ttl`: lifetime of those credentials.
     pub turn_ttl: Duration,
+    /// Room tokens, built by `Server::start` from `Config::auth_*`: when set, every
+    /// session needs `?token=` for its room and peer (else 4401) and the REST room
+    /// listings an admin token.
+    pub auth: Option<Arc<Verifier>>,
+    /// `--allowed-origin`: browsers on other origins get 4403 `origin_not_allowed`.
+    pub allowed_origins: Origins,
 }
 
 impl Default for Limits {
@@ -86,6 +97,8 @@ impl Default for Limits {
             admin: false,
             turn_secret: None,
             turn_ttl: Duration::from_secs(86_400),
+            auth: None,
+            allowed_origins: Origins::default(),
         }
     }
 }
@@ -137,6 +150,41 @@ pub struct Config {
     pub log_level: String,
     /// Log line format for the binary.
     pub log_format: LogFormat,
+    /// `--tls-cert`/`--tls-key`: PEM certificate chain and private key; TLS on `port`
+    /// (or on `tls_port` beside plain `port`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-self-signed`: make a certificate for this host at start-up.
+    pub tls_self_signed: bool,
+    /// `--tls-port`: serve TLS here and plain TCP on `port`.
+    pub tls_port: Option<u16>,
+    /// `--auth-secret`: HS256 key of room tokens (turns authorisation on).
+    pub auth_secret: Option<Secret>,
+    /// `--auth-public-key`: an RSA or EC P-256 public key (PEM text) for RS256/ES256
+    /// tokens (turns authorisation on).
+    pub auth_public_key: Option<Vec<u8>>,
+    /// `--auth-leeway`: clock skew allowed on `exp` and `nbf`.
+    pub auth_leeway: Duration,
+}
+
+impl Config {
+    /// Whether TLS is configured (certificate files or self-signed).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
+
+    /// The token verifier the `auth_*` fields describe, if any.
+    pub fn verifier(&self) -> Result<Option<Verifier>, String> {
+        if self.auth_secret.is_none() && self.auth_public_key.is_none() {
+            return Ok(None);
+        }
+        Verifier::new(
+            self.auth_secret.as_ref().map(|s| s.expose().as_bytes()),
+            self.auth_public_key.as_deref(),
+            self.auth_leeway.as_secs(),
+        )
+        .map(Some)
+    }
 }
 
 impl Default for Config {
@@ -150,6 +198,13 @@ impl Default for Config {
             turn_credential: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            tls_port: None,
+            auth_secret: None,
+            auth_public_key: None,
+            auth_leeway: Duration::from_secs(30),
         }
     }
 }
@@ -158,6 +213,10 @@ impl Default for Config {
 #[derive(Debug)]
 pub enum Cli {
     Run(Box<Config>),
+    /// `webrtc-signaling token ...`: print a signed token.
+    Token(TokenRequest),
+    /// `webrtc-signaling token --help`.
+    TokenHelp,
     Help,
     Version,
 }
@@ -298,9 +357,68 @@ const FLAGS: &[Flag] = &[
         |c, v| c.limits.turn_ttl = Duration::from_secs(ttl(v)?)
     ),
     flag!(
+        "tls-cert",
+        "PATH",
+        "PEM certificate chain: serve https:// and wss:// (with --tls-key) [off]",
+        |c, v| c.tls_cert = Some(PathBuf::from(v))
+    ),
+    flag!(
+        "tls-key",
+        "PATH",
+        "PEM private key of --tls-cert [none]",
+        |c, v| c.tls_key = Some(PathBuf::from(v))
+    ),
+    flag!(
+        "tls-self-signed",
+        "",
+        "TLS with a certificate made at start for this host's names (fingerprint \
+         logged; browsers will ask to trust it) [off]",
+        |c, v| c.tls_self_signed = switch(v)?
+    ),
+    flag!(
+        "tls-port",
+        "N",
+        "serve TLS on this port and plain HTTP on --port; without it TLS is on --port \
+         [none]",
+        |c, v| c.tls_port = Some(num(v)?)
+    ),
+    flag!(
+        "auth-secret",
+        "SECRET",
+        "require ?token= (HS256 JWT with room, peer, exp) on every session, and an \
+         admin token on the REST room listings [off]",
+        |c, v| c.auth_secret = Some(secret(v)?)
+    ),
+    flag!(
+        "auth-secret-file",
+        "PATH",
+        "read --auth-secret from this file (surrounding whitespace ignored) [none]",
+        |c, v| c.auth_secret = Some(secret_file(v)?)
+    ),
+    flag!(
+        "auth-public-key",
+        "PATH",
+        "also accept RS256/ES256 tokens signed for this PEM public key [none]",
+        |c, v| c.auth_public_key =
+            Some(std::fs::read(v).map_err(|e| format!("cannot read {v:?}: {e}"))?)
+    ),
+    flag!(
+        "auth-leeway",
+        "SECS",
+        "clock skew allowed on token exp/nbf [30]",
+        |c, v| c.auth_leeway = Duration::from_secs(num(v)?)
+    ),
+    flag!(
+        "allowed-origin",
+        "URL",
+        "browser Origin allowed to open sessions, e.g. https://app.example \
+         (repeatable); others get 4403 [any]",
+        |c, v| c.limits.allowed_origins.add(v)?
+    ),
+    flag!(
         "admin",
         "",
-        "let DELETE /webrtc/rooms/... end sessions (no token yet: keep it private) [off]",
+        "let DELETE /webrtc/rooms/... end sessions (with --auth-secret: admin token only) [off]",
         |c, v| c.limits.admin = switch(v)?
     ),
     flag!(
@@ -492,12 +610,17 @@ impl Cli {
         I: IntoIterator<Item = String>,
         E: IntoIterator<Item = (String, String)>,
     {
-        let mut config = Config::default();
+        let mut args = args.into_iter().peekable();
         let env: Vec<(String, String)> = env.into_iter().collect();
+        if args.peek().map(String::as_str) == Some("token") {
+            args.next();
+            return TokenRequest::parse(args, &env);
+        }
+        let mut config = Config::default();
         for f in FLAGS {
             let name = env_name(f.name);
             if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
-                let repeatable = matches!(f.name, "stun" | "turn");
+                let repeatable = matches!(f.name, "stun" | "turn" | "allowed-origin");
                 let values: Vec<&str> = if repeatable {
                     value.split(',').filter(|s| !s.trim().is_empty()).collect()
                 } else {
@@ -509,7 +632,6 @@ impl Cli {
                 }
             }
         }
-        let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-h" | "--help" => return Ok(Cli::Help),
@@ -561,7 +683,145 @@ impl Cli {
                 "--turn-secret makes credentials for --turn servers, but there are none".to_owned(),
             ));
         }
+        config.check_tls_and_auth().map_err(ConfigError)?;
         Ok(Cli::Run(Box::new(config)))
+    }
+}
+
+impl Config {
+    fn check_tls_and_auth(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".to_owned());
+        }
+        if self.tls_self_signed && self.tls_cert.is_some() {
+            return Err("--tls-self-signed or --tls-cert/--tls-key, not both".to_owned());
+        }
+        if self.tls_port.is_some() && !self.tls_enabled() {
+            return Err("--tls-port needs --tls-cert/--tls-key or --tls-self-signed".to_owned());
+        }
+        if self.tls_enabled() && !cfg!(feature = "tls") {
+            return Err("this build has no TLS (cargo feature `tls`)".to_owned());
+        }
+        self.verifier().map(|_| ())
+    }
+}
+
+/// `webrtc-signaling token --room R --peer P [--ttl 1h] [--admin]`: the claims to
+/// sign and the secret (from `--auth-secret[-file]` or their environment variables).
+#[derive(Debug)]
+pub struct TokenRequest {
+    pub claims: Claims,
+    pub secret: Secret,
+}
+
+/// `--help` of the `token` subcommand.
+pub const TOKEN_HELP: &str = "\
+webrtc-signaling token: print a room token (HS256 JWT) for a server run with --auth-secret
+
+USAGE: webrtc-signaling token --room ROOM --peer PEER [--ttl 1h] [--auth-secret SECRET]
+       webrtc-signaling token --admin [--ttl 1h] [--auth-secret SECRET]
+
+  --room ROOM, --peer PEER   the one session the token admits
+  --admin                    a token for the REST room listings and admin actions
+  --ttl DURATION             lifetime: 90, 90s, 30m, 1h or 7d [1h]
+  --auth-secret SECRET       env WEBRTC_SIGNALING_AUTH_SECRET
+  --auth-secret-file PATH    env WEBRTC_SIGNALING_AUTH_SECRET_FILE
+
+Connect with ws://HOST:8000/webrtc/signaling/ROOM/PEER?token=TOKEN, or call the REST
+listings with the header 'Authorization: Bearer TOKEN'.
+";
+
+impl TokenRequest {
+    fn parse<I: Iterator<Item = String>>(
+        mut args: I,
+        env: &[(String, String)],
+    ) -> Result<Cli, ConfigError> {
+        let err = |m: String| ConfigError(m);
+        let mut secret_value = None;
+        for (k, v) in env {
+            match k.as_str() {
+                "WEBRTC_SIGNALING_AUTH_SECRET" if secret_value.is_none() => {
+                    secret_value = Some(secret(v).map_err(|e| err(format!("{k}: {e}")))?)
+                }
+                "WEBRTC_SIGNALING_AUTH_SECRET_FILE" => {
+                    secret_value = Some(secret_file(v).map_err(|e| err(format!("{k}: {e}")))?)
+                }
+                _ => {}
+            }
+        }
+        let (mut room, mut peer, mut admin) = (None, None, false);
+        let mut ttl = 3600;
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (arg.clone(), None),
+            };
+            if matches!(name.as_str(), "-h" | "--help") {
+                return Ok(Cli::TokenHelp);
+            }
+            if name == "--admin" {
+                admin = switch(inline.as_deref().unwrap_or("true"))
+                    .map_err(|e| err(format!("--admin: {e}")))?;
+                continue;
+            }
+            let value = inline
+                .or_else(|| args.next())
+                .ok_or_else(|| err(format!("{name} needs a value (see token --help)")))?;
+            let wrap = |e: String| err(format!("{name}: {e}"));
+            match name.as_str() {
+                "--room" => room = Some(RoomId::parse(&value).map_err(|e| wrap(e.to_string()))?),
+                "--peer" => peer = Some(PeerId::parse(&value).map_err(|e| wrap(e.to_string()))?),
+                "--ttl" => ttl = duration(&value).map_err(wrap)?,
+                "--auth-secret" => secret_value = Some(secret(&value).map_err(wrap)?),
+                "--auth-secret-file" => secret_value = Some(secret_file(&value).map_err(wrap)?),
+                _ => return Err(err(format!("unknown token flag {name} (see token --help)"))),
+            }
+        }
+        if room.is_some() != peer.is_some() || (room.is_none() && !admin) {
+            return Err(err(
+                "token needs --room and --peer (or --admin); see token --help".to_owned(),
+            ));
+        }
+        let secret = secret_value.ok_or_else(|| {
+            err(
+                "token needs --auth-secret, --auth-secret-file or WEBRTC_SIGNALING_AUTH_SECRET"
+                    .to_owned(),
+            )
+        })?;
+        let now = access::now_secs();
+        Ok(Cli::Token(TokenRequest {
+            claims: Claims {
+                room: room.map(|r| r.as_str().to_owned()),
+                peer: peer.map(|p| p.as_str().to_owned()),
+                admin,
+                exp: now + ttl,
+                iat: Some(now),
+            },
+            secret,
+        }))
+    }
+}
+
+/// `90`, `90s`, `30m`, `1h`, `7d` as seconds (at least 1, at most a year).
+fn duration(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{v:?} is not a duration (90, 90s, 30m, 1h, 7d)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{v:?} is not a duration (90, 90s, 30m, 1h, 7d)")),
+    };
+    match secs {
+        1..=31_536_000 => Ok(secs),
+        _ => Err(format!("{v:?} is not between 1 second and a year")),
     }
 }
 

@@ -4,11 +4,13 @@
 //! WebSocket upgrades.
 //!
 //! The server reads request heads itself (with `httparse`, already in the tree through
-//! tungstenite) so that it keeps the `TcpStream`: an upgraded session needs one thread
-//! reading and one writing the same socket, which tiny_http's upgrade cannot give
-//! (tiny_http#8). Responses are written with tiny_http's `Response`.
+//! tungstenite) so that it keeps the socket: an upgraded session must read and write
+//! it without blocking on either, which tiny_http's upgrade cannot give (tiny_http#8).
+//! Responses are written with tiny_http's `Response`. Plain or TLS makes no
+//! difference here: both are a [`Stream`]. Access rules (tokens, origins) are
+//! [`crate::access`]'s; this module applies them to requests.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,12 +19,15 @@ use crossbeam_channel::bounded;
 use log::{debug, info};
 use tiny_http::{HTTPVersion, Header};
 
+use crate::access::{self, AuthError};
 use crate::ice;
 use crate::metrics;
+use crate::protocol::CloseReason;
 use crate::protocol::{PeerId, RoomId};
 use crate::router::{Command, Envelope, Reply, RoomSummary};
 use crate::server::Shared;
 use crate::session;
+use crate::transport::{Stream, TlsConfig};
 
 const CLIENT_HTML: &str = include_str!("../static/client.html");
 const SIGNALING_JS: &str = include_str!("../static/signaling.js");
@@ -84,11 +89,7 @@ enum HeadError {
 
 /// Reads one request head into `buf`, within `head_max` bytes and the head timeout:
 /// a client trickling bytes cannot hold the thread longer than that.
-fn read_head(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    shared: &Shared,
-) -> Result<Head, HeadError> {
+fn read_head(stream: &mut Stream, buf: &mut Vec<u8>, shared: &Shared) -> Result<Head, HeadError> {
     let limits = &shared.limits;
     let deadline = Instant::now() + limits.http_head_timeout;
     let mut chunk = [0u8; 1024];
@@ -129,11 +130,8 @@ fn read_head(
         if left.is_zero() {
             return Err(HeadError::Timeout);
         }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|_| HeadError::Io)?;
         let want = room.min(chunk.len());
-        match stream.read(&mut chunk[..want]) {
+        match stream.read_before(&mut chunk[..want], deadline) {
             Ok(0) if buf.is_empty() => return Err(HeadError::Closed),
             Ok(0) => return Err(HeadError::Malformed),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -191,12 +189,7 @@ fn header(name: &str, value: &str) -> Option<Header> {
 }
 
 /// Writes `resp` with tiny_http's response writer, in one `write` call.
-fn write_response(
-    mut stream: &TcpStream,
-    resp: Resp,
-    head_only: bool,
-    close: bool,
-) -> io::Result<()> {
+fn write_response(stream: &mut Stream, resp: Resp, head_only: bool, close: bool) -> io::Result<()> {
     // Always a Content-Length (the body is in memory), never chunked.
     let mut r = tiny_http::Response::from_data(resp.body)
         .with_status_code(resp.status)
@@ -226,7 +219,8 @@ fn write_response(
     if let Some(at) = out.windows(2).position(|w| w == b"\r\n") {
         out.splice(at + 2..at + 2, hop_by_hop.into_bytes());
     }
-    stream.write_all(&out)
+    stream.write_all(&out)?;
+    stream.flush()
 }
 
 /// Headers tiny_http's `Response` refuses to carry.
@@ -239,12 +233,26 @@ enum Action {
         room: String,
         peer: String,
         accept: String,
+        /// Origin and token checks: a refusal here ends the session right after the
+        /// upgrade with its close code (PROTOCOL.md §5: 4403, 4401).
+        admit: Result<(), CloseReason>,
     },
 }
 
 /// Serves one accepted connection: REST requests (with keep-alive) until the client
 /// closes or upgrades to a signaling session.
-pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
+pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, shared: Arc<Shared>) {
+    // A client that does not read its response cannot hold the thread either.
+    let _ = tcp.set_write_timeout(Some(
+        shared.limits.write_timeout.max(Duration::from_millis(1)),
+    ));
+    let mut stream = match Stream::new(tcp, tls) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot start TLS for {remote}: {e}");
+            return;
+        }
+    };
     let mut buf = Vec::with_capacity(1024);
     loop {
         let head = match read_head(&mut stream, &mut buf, &shared) {
@@ -267,7 +275,7 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
                     HeadError::Timeout | HeadError::Closed | HeadError::Io => None,
                 };
                 if let Some(resp) = resp {
-                    let _ = write_response(&stream, resp, false, true);
+                    let _ = write_response(&mut stream, resp, false, true);
                 }
                 return;
             }
@@ -277,11 +285,17 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
         match route(&head, &shared, remote) {
             Action::Respond(resp) => {
                 let keep = head.keep_alive() && resp.status < 500;
-                if write_response(&stream, resp, head_only, !keep).is_err() || !keep {
+                if write_response(&mut stream, resp, head_only, !keep).is_err() || !keep {
+                    stream.close_notify();
                     return;
                 }
             }
-            Action::Upgrade { room, peer, accept } => {
+            Action::Upgrade {
+                room,
+                peer,
+                accept,
+                admit,
+            } => {
                 let Some(token) = shared.session_token() else {
                     return;
                 };
@@ -296,9 +310,10 @@ pub fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
                 let mut head = Vec::with_capacity(256);
                 let sent = resp
                     .raw_print(&mut head, HTTPVersion(1, 1), &[], false, Some("websocket"))
-                    .and_then(|_| (&stream).write_all(&head));
+                    .and_then(|_| stream.write_all(&head))
+                    .and_then(|_| stream.flush());
                 if sent.is_ok() {
-                    session::run(stream, buf, &room, &peer, remote, &shared, token);
+                    session::run(stream, buf, &room, &peer, remote, &shared, token, admit);
                 }
                 return;
             }
@@ -321,7 +336,7 @@ fn route(head: &Head, shared: &Shared, remote: SocketAddr) -> Action {
     if let Some(rest) = path.strip_prefix("/webrtc/signaling/") {
         let mut parts = rest.split('/');
         return match (parts.next(), parts.next(), parts.next()) {
-            (Some(room), Some(peer), None) => signaling(head, room, peer),
+            (Some(room), Some(peer), None) => signaling(head, shared, remote, room, peer, query),
             _ => Action::Respond(not_found()),
         };
     }
@@ -349,19 +364,69 @@ fn route(head: &Head, shared: &Shared, remote: SocketAddr) -> Action {
             Resp::new(200, "text/javascript; charset=utf-8", SIGNALING_JS)
                 .with("Cache-Control", "no-cache")
         }
-        "/webrtc/ice-servers" => ice_servers(shared, query),
+        "/webrtc/ice-servers" => match any_token(head, shared, query) {
+            Err(resp) => resp,
+            Ok(()) => ice_servers(shared, query),
+        },
         "/metrics" => Resp::new(200, metrics::CONTENT_TYPE, shared.metrics.encode())
             .with("Cache-Control", "no-store"),
-        "/webrtc/rooms" => match ask(shared, Command::ListRooms) {
-            Some(Reply::Rooms(rooms)) => Resp::json(200, &serde_json::json!({ "rooms": rooms })),
-            _ => busy(),
+        "/webrtc/rooms" => match admin_token(head, shared, remote) {
+            Err(resp) => resp,
+            Ok(()) => match ask(shared, Command::ListRooms) {
+                Some(Reply::Rooms(rooms)) => {
+                    Resp::json(200, &serde_json::json!({ "rooms": rooms }))
+                }
+                _ => busy(),
+            },
         },
         _ => match path.strip_prefix("/webrtc/rooms/") {
-            Some(rest) => room_paths(head, shared, remote, rest),
+            Some(rest) => match admin_token(head, shared, remote) {
+                Err(resp) => resp,
+                Ok(()) => room_paths(head, shared, remote, rest),
+            },
             None => not_found(),
         },
     };
     Action::Respond(resp)
+}
+
+/// With auth on, the room listings and admin actions need `Authorization: Bearer` with
+/// an admin token: 401 without a valid token, 403 with a valid one that is not admin.
+fn admin_token(head: &Head, shared: &Shared, remote: SocketAddr) -> Result<(), Resp> {
+    let Some(verifier) = &shared.limits.auth else {
+        return Ok(());
+    };
+    let token = access::bearer(head.header("authorization"));
+    verifier.check_admin(token).map_err(|e| {
+        debug!("{remote} {} {}: {e}", head.method, head.path);
+        auth_failure(e)
+    })
+}
+
+/// With auth on, `/webrtc/ice-servers` (TURN credentials) needs a valid token of any
+/// kind, as a bearer header or as `?token=` (what the built-in client sends).
+fn any_token(head: &Head, shared: &Shared, query: Option<&str>) -> Result<(), Resp> {
+    let Some(verifier) = &shared.limits.auth else {
+        return Ok(());
+    };
+    let from_query = access::query_token(query);
+    let token = access::bearer(head.header("authorization")).or(from_query.as_deref());
+    match token {
+        None => Err(auth_failure(AuthError::Missing)),
+        Some(t) => verifier.verify(t).map(|_| ()).map_err(auth_failure),
+    }
+}
+
+fn auth_failure(e: AuthError) -> Resp {
+    match e {
+        AuthError::NotAdmin => Resp::error(403, "forbidden", "this token is not an admin token"),
+        e => Resp::error(
+            401,
+            "unauthorized",
+            &format!("a valid bearer token is required ({e})"),
+        )
+        .with("WWW-Authenticate", "Bearer"),
+    }
 }
 
 /// `/webrtc/rooms/{room}`, `.../peers` and `.../peers/{peer}`.
@@ -541,7 +606,14 @@ fn peers(shared: &Shared, room: &str) -> Resp {
     }
 }
 
-fn signaling(head: &Head, room: &str, peer: &str) -> Action {
+fn signaling(
+    head: &Head,
+    shared: &Shared,
+    remote: SocketAddr,
+    room: &str,
+    peer: &str,
+    query: Option<&str>,
+) -> Action {
     if head.method != "GET" {
         return Action::Respond(method_not_allowed("GET"));
     }
@@ -572,6 +644,7 @@ fn signaling(head: &Head, room: &str, peer: &str) -> Action {
             room: room.to_owned(),
             peer: peer.to_owned(),
             accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+            admit: admit(head, shared, remote, room, peer, query),
         },
         _ => Action::Respond(Resp::error(
             400,
@@ -579,6 +652,34 @@ fn signaling(head: &Head, room: &str, peer: &str) -> Action {
             "Sec-WebSocket-Key is missing",
         )),
     }
+}
+
+/// The Origin allow-list, then the room token.
+fn admit(
+    head: &Head,
+    shared: &Shared,
+    remote: SocketAddr,
+    room: &str,
+    peer: &str,
+    query: Option<&str>,
+) -> Result<(), CloseReason> {
+    let limits = &shared.limits;
+    let origin = head.header("origin");
+    if !limits.allowed_origins.allows(origin, head.header("host")) {
+        info!(
+            "refused {peer:?} in {room:?} from {remote}: origin {:?} is not allowed",
+            origin.unwrap_or("")
+        );
+        return Err(CloseReason::OriginNotAllowed);
+    }
+    if let Some(verifier) = &limits.auth {
+        let token = access::query_token(query);
+        if let Err(e) = verifier.check_peer(token.as_deref(), room, peer) {
+            info!("refused {peer:?} in {room:?} from {remote}: unauthorized ({e})");
+            return Err(CloseReason::Unauthorized);
+        }
+    }
+    Ok(())
 }
 
 fn ask(shared: &Shared, cmd: Command<session::SessionMailbox>) -> Option<Reply> {

@@ -14,6 +14,23 @@ fn main() -> ExitCode {
             print!("{}", webrtc_signaling::config::help());
             return ExitCode::SUCCESS;
         }
+        Ok(Cli::TokenHelp) => {
+            print!("{}", webrtc_signaling::config::TOKEN_HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cli::Token(req)) => {
+            return match webrtc_signaling::access::mint(req.secret.expose().as_bytes(), &req.claims)
+            {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("webrtc-signaling: cannot sign the token: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Ok(Cli::Version) => {
             println!("webrtc-signaling {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -34,7 +51,7 @@ fn main() -> ExitCode {
     };
     let level = config.log_level.parse().unwrap_or(LevelFilter::Info);
     let _ = webrtc_signaling::logging::init(config.log_format, level);
-    if config.limits.admin {
+    if config.limits.admin && config.verifier().ok().flatten().is_none() {
         log::warn!(
             "--admin: DELETE /webrtc/rooms/... can end sessions, with no token: \
              keep this port away from untrusted clients"

@@ -16,6 +16,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::router::{self, Command, Envelope, Router, RouterLimits};
 use crate::session::SessionMailbox;
+use crate::transport::TlsConfig;
 
 /// State shared by all connection threads: configuration, the router's inbox and
 /// counters. Room state lives only in the router thread.
@@ -81,22 +82,87 @@ impl Drop for ConnectionGuard {
 pub struct Server {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    accept: Mutex<Option<JoinHandle<()>>>,
+    tls_addr: Option<SocketAddr>,
+    tls_fingerprint: Option<String>,
+    /// Every listener's address and accept thread.
+    accept: Mutex<Vec<(SocketAddr, JoinHandle<()>)>>,
+}
+
+/// A bound listener and whether it speaks TLS.
+struct Listener {
+    socket: TcpListener,
+    addr: SocketAddr,
+    tls: Option<TlsConfig>,
+}
+
+fn listen(bind: IpAddr, port: u16, tls: Option<TlsConfig>) -> io::Result<Listener> {
+    let socket = TcpListener::bind((bind, port))?;
+    let addr = socket.local_addr()?;
+    // std listens with a backlog of 128; a burst of joins (a class opening its
+    // laptops, a load test) would see dropped SYNs and one-second retries.
+    // Calling listen(2) again on a listening socket only raises the backlog.
+    // SAFETY: a valid listening socket owned by `socket`.
+    unsafe {
+        libc::listen(std::os::fd::AsRawFd::as_raw_fd(&socket), LISTEN_BACKLOG);
+    }
+    Ok(Listener { socket, addr, tls })
+}
+
+/// The TLS configuration `config` asks for, and the certificate's fingerprint.
+#[cfg(feature = "tls")]
+fn tls_setup(config: &Config) -> io::Result<Option<(TlsConfig, String)>> {
+    let setup = if config.tls_self_signed {
+        let setup = crate::tls::self_signed()?;
+        info!(
+            "TLS: self-signed certificate for {}",
+            setup.self_signed_names.join(", ")
+        );
+        setup
+    } else if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        crate::tls::from_files(cert, key)?
+    } else {
+        return Ok(None);
+    };
+    info!("TLS certificate SHA-256 fingerprint {}", setup.fingerprint);
+    Ok(Some((setup.config, setup.fingerprint)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_setup(config: &Config) -> io::Result<Option<(TlsConfig, String)>> {
+    if config.tls_enabled() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this build has no TLS (cargo feature `tls`)",
+        ));
+    }
+    Ok(None)
 }
 
 impl Server {
     /// Binds the port and starts the router and accept threads.
     pub fn start(config: Config) -> io::Result<Server> {
-        let listener = TcpListener::bind((config.bind, config.port))?;
-        let local_addr = listener.local_addr()?;
-        // std listens with a backlog of 128; a burst of joins (a class opening its
-        // laptops, a load test) would see dropped SYNs and one-second retries.
-        // Calling listen(2) again on a listening socket only raises the backlog.
-        // SAFETY: a valid listening socket owned by `listener`.
-        unsafe {
-            libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), LISTEN_BACKLOG);
+        let tls = tls_setup(&config)?;
+        let fingerprint = tls.as_ref().map(|(_, f)| f.clone());
+        let tls = tls.map(|(c, _)| c);
+        let mut listeners = Vec::new();
+        match config.tls_port {
+            // TLS beside plain.
+            Some(port) if tls.is_some() => {
+                listeners.push(listen(config.bind, config.port, None)?);
+                listeners.push(listen(config.bind, port, tls)?);
+            }
+            // TLS alone, or plain alone.
+            _ => listeners.push(listen(config.bind, config.port, tls)?),
         }
-        let limits = config.limits.clone();
+        let local_addr = listeners[0].addr;
+        let tls_addr = listeners.iter().find(|l| l.tls.is_some()).map(|l| l.addr);
+        let mut limits = config.limits.clone();
+        let verifier = config
+            .verifier()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if let Some(v) = verifier {
+            limits.auth = Some(Arc::new(v));
+        }
         let (router_tx, router_rx) = bounded(limits.router_queue);
         let metrics = Arc::new(Metrics::new(limits.peer_queue));
         let state = Router::<SessionMailbox>::with_metrics(
@@ -122,24 +188,50 @@ impl Server {
             sessions_zero: Condvar::new(),
             stopping: AtomicBool::new(false),
         });
-        let accept = {
+        let mut accept = Vec::new();
+        for listener in listeners {
+            let addr = listener.addr;
+            let tls_note = if listener.tls.is_some() {
+                " (TLS: https://, wss://)"
+            } else {
+                ""
+            };
             let shared = shared.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("accept".into())
                 .stack_size(128 * 1024)
-                .spawn(move || accept_loop(listener, shared))?
-        };
-        info!("listening on {local_addr}");
+                .spawn(move || accept_loop(listener.socket, listener.tls, shared))?;
+            info!("listening on {addr}{tls_note}");
+            accept.push((addr, handle));
+        }
+        if shared.limits.auth.is_some() {
+            info!("auth: sessions need ?token=, REST room listings an admin token");
+        }
+        if !shared.limits.allowed_origins.is_empty() {
+            info!("origins: browser pages from other origins get 4403");
+        }
         Ok(Server {
             shared,
             local_addr,
-            accept: Mutex::new(Some(accept)),
+            tls_addr,
+            tls_fingerprint: fingerprint,
+            accept: Mutex::new(accept),
         })
     }
 
-    /// The bound address (useful with port 0).
+    /// The address of `--port` (useful with port 0): TLS if TLS runs alone.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address serving TLS, if any (`--port`, or `--tls-port` beside plain).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// SHA-256 fingerprint of the TLS certificate (`AB:CD:...`), if TLS is on.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.tls_fingerprint.as_deref()
     }
 
     /// Stops accepting, closes every session with `going_away` (1001) and waits for the
@@ -148,9 +240,14 @@ impl Server {
         if self.shared.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Wake the accept thread out of accept(2) with a connection of our own.
-        let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
-        if let Some(handle) = self.accept.lock().ok().and_then(|mut h| h.take()) {
+        let accept = self
+            .accept
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        for (addr, handle) in accept {
+            // Wake the accept thread out of accept(2) with a connection of our own.
+            let _ = TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1));
             let _ = handle.join();
         }
         let _ = self.shared.router.send(Envelope {
@@ -191,7 +288,7 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, shared: Arc<Shared>) {
     let cap = shared.limits.max_connections + shared.limits.max_http_connections;
     // Zero capacity: a hand-off succeeds only if a spare thread is waiting right now.
     let (spares_tx, spares_rx) = bounded::<Conn>(0);
@@ -230,6 +327,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let conn = Conn {
             stream,
             remote,
+            tls: tls.clone(),
             guard,
         };
         let conn = match spares_tx.try_send(conn) {
@@ -255,6 +353,7 @@ const LISTEN_BACKLOG: libc::c_int = 1024;
 struct Conn {
     stream: TcpStream,
     remote: SocketAddr,
+    tls: Option<TlsConfig>,
     guard: ConnectionGuard,
 }
 
@@ -275,10 +374,11 @@ fn connection_thread(first: Conn, shared: &Arc<Shared>, spares: &Receiver<Conn>)
             let Conn {
                 stream,
                 remote,
+                tls,
                 guard,
             } = conn;
             let _guard = guard;
-            http::serve(stream, remote, shared.clone());
+            http::serve(stream, tls.as_ref(), remote, shared.clone());
         }
         if shared.is_stopping()
             || shared.spare_threads.fetch_add(1, Ordering::AcqRel) >= MAX_SPARE_THREADS

@@ -8,9 +8,8 @@
 //! second thread. All socket I/O is non-blocking per call (`MSG_DONTWAIT`); every
 //! wait is a `ppoll` with the nearest deadline (idle timeout, next ping, write timeout).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{outbound, parse_inbound, CloseReason, ErrorCode, Inbound, PeerId, RoomId};
 use crate::router::{Command, Envelope, Full, Mailbox, Reply, Text};
 use crate::server::{SessionToken, Shared};
+use crate::transport::{Io, Stream};
 use crate::wake::{Parker, Waker};
 
 /// How a session is told to end (the first reason wins; the thread is woken at once),
@@ -111,51 +111,6 @@ impl Mailbox for SessionMailbox {
     }
 }
 
-/// The socket as tungstenite sees it: every call non-blocking (`MSG_DONTWAIT`), so
-/// the session thread only ever blocks in `ppoll`. Counts the bytes both ways.
-struct Io<'a> {
-    fd: RawFd,
-    metrics: &'a Metrics,
-}
-
-impl Read for Io<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `fd` is the session's open socket; `buf` is valid for its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        self.metrics.received(n);
-        Ok(n)
-    }
-}
-
-impl Write for Io<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: as above.
-        let n = unsafe {
-            libc::send(
-                self.fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        self.metrics.sent(n);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn would_block(e: &WsError) -> bool {
     matches!(e, WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted))
 }
@@ -212,14 +167,16 @@ impl RateLimit {
 
 /// Runs a session on an upgraded connection, on the calling (connection) thread.
 /// `leftover` holds bytes the client sent after its request head.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
-    stream: TcpStream,
+    stream: Stream,
     leftover: Vec<u8>,
     room: &str,
     peer: &str,
     remote: SocketAddr,
     shared: &Arc<Shared>,
     token: SessionToken,
+    admit: Result<(), CloseReason>,
 ) {
     let _token = token;
     let limits = &shared.limits;
@@ -237,6 +194,10 @@ pub fn run(
             return refuse(stream, shared, CloseReason::InvalidPeerId);
         }
     };
+    // Origin and token: refused before the router ever hears of the peer.
+    if let Err(reason) = admit {
+        return refuse(stream, shared, reason);
+    }
     let parker = match Parker::for_current_thread() {
         Ok(p) => p,
         Err(e) => {
@@ -279,14 +240,12 @@ pub fn run(
         Ok(_) | Err(_) => return refuse(stream, shared, CloseReason::Internal),
     }
     let started = Instant::now();
+    let (stream, io) = stream.into_io(&shared.metrics);
     shared.metrics.session_opened();
     info!("session start room={room} peer={peer} remote={remote}");
     let mut session = Session {
         ws: WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config(limits))),
-        io: Io {
-            fd: stream.as_raw_fd(),
-            metrics: &shared.metrics,
-        },
+        io,
         limits,
         shared,
         room: &room,
@@ -413,7 +372,7 @@ impl Session<'_> {
                         .min((since + self.limits.write_timeout).saturating_duration_since(now));
                 }
             }
-            self.parker.poll(self.io.fd, events, wait);
+            self.parker.poll(self.io.fd(), events, wait);
             self.parker.unpark();
         }
     }
@@ -619,6 +578,8 @@ impl Session<'_> {
                 }
                 let _ = self.ws.close(&mut self.io, Some(frame));
             }
+            // TLS: close_notify after the close frame.
+            self.io.close_notify();
             // Flush (for a client's close this sends tungstenite's echoed reply).
             loop {
                 match self.ws.flush(&mut self.io) {
@@ -627,7 +588,7 @@ impl Session<'_> {
                         if left.is_zero() {
                             break;
                         }
-                        self.parker.poll(self.io.fd, libc::POLLOUT, left);
+                        self.parker.poll(self.io.fd(), libc::POLLOUT, left);
                     }
                     _ => break,
                 }
@@ -653,7 +614,7 @@ impl Session<'_> {
                     if left.is_zero() {
                         return;
                     }
-                    self.parker.poll(self.io.fd, libc::POLLIN, left);
+                    self.parker.poll(self.io.fd(), libc::POLLIN, left);
                 }
                 Err(_) => return,
             }
@@ -725,24 +686,22 @@ fn nonzero(d: Duration) -> Option<Duration> {
 }
 
 /// Ends a session that was never admitted: error message, close frame, lingering close.
-pub fn refuse(mut stream: TcpStream, shared: &Shared, reason: CloseReason) {
+pub fn refuse(mut stream: Stream, shared: &Shared, reason: CloseReason) {
     let limits = &shared.limits;
     shared.metrics.session_refused(reason);
-    let _ = stream.set_write_timeout(nonzero(limits.write_timeout));
+    let _ = stream
+        .tcp()
+        .set_write_timeout(nonzero(limits.write_timeout));
     let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
     let (error, frame) = closing_messages(reason, &shared.metrics);
     if let Some(error) = error {
         let _ = ws.write(&mut stream, error);
     }
     let _ = ws.close(&mut stream, Some(frame));
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(nonzero(limits.close_timeout));
+    let _ = ws.flush(&mut stream);
+    stream.close_notify();
+    let _ = stream.tcp().shutdown(Shutdown::Write);
     let deadline = Instant::now() + limits.close_timeout;
     let mut sink = [0u8; 1024];
-    while Instant::now() < deadline {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    while let Ok(1..) = stream.read_before(&mut sink, deadline) {}
 }

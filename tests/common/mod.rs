@@ -779,7 +779,8 @@ impl Process {
         let line = self.wait_line("listening on", |l| l.contains("listening on "));
         line.rsplit("listening on ")
             .next()
-            .map(|a| a.trim().trim_end_matches(['"', '}']))
+            .and_then(|a| a.split_whitespace().next())
+            .map(|a| a.trim_end_matches(['"', '}', ',']))
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
     }

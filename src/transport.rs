@@ -1,0 +1,309 @@
+//! The bytes under HTTP and WebSocket: a TCP socket, plain or wrapped in TLS (rustls).
+//!
+//! Two views of one connection. [`Stream`] blocks, but never past a deadline: the
+//! HTTP phase (TLS handshake, request heads, responses) and refusals use it. [`Io`]
+//! never blocks (`MSG_DONTWAIT` on every socket call): a session thread waits only in
+//! `ppoll`, so a relayed message still reaches a peer whose thread waits for its
+//! client. rustls fits that model as it is: it never touches the socket itself, we
+//! feed it with `read_tls`/`write_tls`, so TLS stays full duplex on one thread.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// A TLS connection's state (handshake, keys, buffered records).
+#[cfg(feature = "tls")]
+pub type Tls = Box<rustls::ServerConnection>;
+/// The server's TLS configuration, shared by its connections.
+#[cfg(feature = "tls")]
+pub type TlsConfig = std::sync::Arc<rustls::ServerConfig>;
+
+/// Built without the `tls` feature: no TLS connection can exist.
+#[cfg(not(feature = "tls"))]
+pub enum Tls {}
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+pub enum TlsConfig {}
+
+/// A connection in its blocking phase.
+pub struct Stream {
+    tcp: TcpStream,
+    tls: Option<Tls>,
+}
+
+impl Stream {
+    /// Wraps an accepted socket; with `tls`, the handshake happens in the first read.
+    pub fn new(tcp: TcpStream, tls: Option<&TlsConfig>) -> io::Result<Stream> {
+        let tls = match tls {
+            None => None,
+            #[cfg(feature = "tls")]
+            Some(config) => Some(Box::new(
+                rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?,
+            )),
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        };
+        Ok(Stream { tcp, tls })
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Reads some plaintext, waiting at most until `deadline` in all (however the
+    /// client trickles its TLS records). `Ok(0)`: the client closed.
+    pub fn read_before(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+        match &mut self.tls {
+            None => {
+                self.tcp.set_read_timeout(Some(left(deadline)?))?;
+                self.tcp.read(buf)
+            }
+            #[cfg(feature = "tls")]
+            Some(conn) => loop {
+                match conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+                drain_blocking(conn, &mut self.tcp)?;
+                self.tcp.set_read_timeout(Some(left(deadline)?))?;
+                if conn.read_tls(&mut self.tcp)? == 0 {
+                    return Ok(0);
+                }
+                if let Err(e) = conn.process_new_packets() {
+                    // Tell the client why (the alert) before giving up.
+                    let _ = drain_blocking(conn, &mut self.tcp);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            },
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+
+    /// Sends TLS `close_notify` (nothing on plain TCP) before the socket is shut.
+    pub fn close_notify(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            conn.send_close_notify();
+            let _ = drain_blocking(conn, &mut self.tcp);
+        }
+    }
+
+    /// The session's view of the same connection (plaintext the client sent past its
+    /// request head stays in the TLS state, where [`Io`] reads it first).
+    pub fn into_io(self, metrics: &Metrics) -> (TcpStream, Io<'_>) {
+        let io = Io {
+            raw: Raw {
+                fd: self.tcp.as_raw_fd(),
+                metrics,
+            },
+            tls: self.tls,
+        };
+        (self.tcp, io)
+    }
+}
+
+fn left(deadline: Instant) -> io::Result<std::time::Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(io::ErrorKind::TimedOut.into())
+    } else {
+        Ok(left)
+    }
+}
+
+/// Writes every pending TLS record, blocking (bounded by the socket's write timeout).
+#[cfg(feature = "tls")]
+fn drain_blocking(conn: &mut rustls::ServerConnection, tcp: &mut TcpStream) -> io::Result<()> {
+    while conn.wants_write() {
+        if conn.write_tls(tcp)? == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+    }
+    Ok(())
+}
+
+/// Only for tungstenite's trait bounds when a refusal is written: every blocking read
+/// goes through [`Stream::read_before`], which has a deadline.
+impl Read for Stream {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Blocking writes, bounded by the socket's write timeout.
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.tcp.write(buf),
+            #[cfg(feature = "tls")]
+            Some(conn) => {
+                let n = conn.writer().write(buf)?;
+                drain_blocking(conn, &mut self.tcp)?;
+                Ok(n)
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            None => Ok(()),
+            #[cfg(feature = "tls")]
+            Some(conn) => drain_blocking(conn, &mut self.tcp),
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+}
+
+/// The socket itself, every call non-blocking; counts the bytes both ways.
+struct Raw<'a> {
+    fd: RawFd,
+    metrics: &'a Metrics,
+}
+
+impl Read for Raw<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `fd` is the session's open socket; `buf` is valid for its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.metrics.received(n);
+        Ok(n)
+    }
+}
+
+impl Write for Raw<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: as above.
+        let n = unsafe {
+            libc::send(
+                self.fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.metrics.sent(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A session's connection as tungstenite sees it: plaintext in and out, never
+/// blocking (`WouldBlock` instead), so the session thread only ever waits in `ppoll`.
+///
+/// With TLS, "the socket is full" means encrypted records are still waiting: `write`
+/// then takes no more plaintext and `flush` reports `WouldBlock`, so back-pressure and
+/// the slow-consumer rule work exactly as on plain TCP.
+pub struct Io<'a> {
+    raw: Raw<'a>,
+    tls: Option<Tls>,
+}
+
+impl Io<'_> {
+    pub fn fd(&self) -> RawFd {
+        self.raw.fd
+    }
+
+    /// Queues TLS `close_notify`; the next flush sends it.
+    pub fn close_notify(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(conn) = &mut self.tls {
+            conn.send_close_notify();
+        }
+    }
+
+    /// Sends pending TLS records until the socket is full. `Ok(true)`: all sent.
+    #[cfg(feature = "tls")]
+    fn push_tls(conn: &mut rustls::ServerConnection, raw: &mut Raw<'_>) -> io::Result<bool> {
+        while conn.wants_write() {
+            match conn.write_tls(raw) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Read for Io<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.raw.read(buf),
+            #[cfg(feature = "tls")]
+            Some(conn) => loop {
+                match conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+                // No plaintext buffered: only now take more from the socket, so the
+                // received-plaintext buffer never overflows. WouldBlock ends the loop.
+                if conn.read_tls(&mut self.raw)? == 0 {
+                    return Ok(0);
+                }
+                let state = conn.process_new_packets();
+                // Alerts, key updates: best effort now, the next flush finishes.
+                let _ = Self::push_tls(conn, &mut self.raw);
+                if let Err(e) = state {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            },
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+}
+
+impl Write for Io<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.raw.write(buf),
+            #[cfg(feature = "tls")]
+            Some(conn) => {
+                if !Self::push_tls(conn, &mut self.raw)? {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = conn.writer().write(buf)?;
+                Self::push_tls(conn, &mut self.raw)?;
+                Ok(n)
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            None => Ok(()),
+            #[cfg(feature = "tls")]
+            Some(conn) => match Self::push_tls(conn, &mut self.raw)? {
+                true => Ok(()),
+                false => Err(io::ErrorKind::WouldBlock.into()),
+            },
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+}
