@@ -1,8 +1,10 @@
-//! Relay latency through a real server on loopback, join latency, and the router's
-//! own cost with no sockets. Run: `cargo bench --bench relay`.
+//! Relay latency through a real server on loopback (plain and TLS), join latency,
+//! and the router's own cost with no sockets. Run: `cargo bench --bench relay`.
 
 use std::hint::black_box;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tungstenite::{Message, WebSocket};
@@ -11,6 +13,7 @@ use webrtc_signaling::router::{Command, Full, Mailbox, Router, RouterLimits, Tex
 use webrtc_signaling::{Config, Server};
 
 type Ws = WebSocket<TcpStream>;
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A ~2.4 KB SDP body, the size of a real audio+video offer.
 fn sdp(kind: &str) -> String {
@@ -23,25 +26,90 @@ fn sdp(kind: &str) -> String {
 }
 
 fn server() -> Server {
+    server_with(|_| {})
+}
+
+fn server_with(f: impl FnOnce(&mut Config)) -> Server {
     let mut cfg = Config {
         bind: "127.0.0.1".parse().expect("ip"),
         port: 0,
         ..Config::default()
     };
     cfg.limits.rate_per_sec = 0;
+    f(&mut cfg);
     Server::start(cfg).expect("server")
 }
 
 fn connect(addr: SocketAddr, room: &str, peer: &str) -> Ws {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    let url = format!("ws://{addr}/webrtc/signaling/{room}/{peer}");
+    upgrade(stream, "ws", addr, room, peer)
+}
+
+fn upgrade<S: Read + Write>(
+    stream: S,
+    scheme: &str,
+    addr: SocketAddr,
+    room: &str,
+    peer: &str,
+) -> WebSocket<S> {
+    let url = format!(
+        "{scheme}://localhost:{}/webrtc/signaling/{room}/{peer}",
+        addr.port()
+    );
     let (mut ws, _) = tungstenite::client(url, stream).expect("handshake");
     next_text(&mut ws); // existing_peers
     ws
 }
 
-fn next_text(ws: &mut Ws) -> String {
+/// A CA and a leaf for localhost (PEM files for the server), and a client
+/// configuration that trusts the CA.
+fn tls_pki() -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Arc<rustls::ClientConfig>,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("leaf");
+    let dir = std::env::temp_dir().join(format!("webrtc-signaling-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, leaf.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (cert_path, key_path, Arc::new(config))
+}
+
+fn connect_tls(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    room: &str,
+    peer: &str,
+) -> WebSocket<Tls> {
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(config.clone(), name).expect("tls");
+    upgrade(rustls::StreamOwned::new(conn, tcp), "wss", addr, room, peer)
+}
+
+fn next_text<S: Read + Write>(ws: &mut WebSocket<S>) -> String {
     loop {
         match ws.read().expect("read") {
             Message::Text(t) => return t.as_str().to_owned(),
@@ -65,6 +133,24 @@ fn relay_round_trip(c: &mut Criterion) {
             black_box(next_text(&mut b));
             b.send(Message::text(answer.as_str())).expect("send");
             black_box(next_text(&mut a));
+        })
+    });
+    // The same exchange over TLS, in the same run, for comparison.
+    let (cert, key, client) = tls_pki();
+    let tls_server = server_with(|c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+    });
+    let tls_addr = tls_server.local_addr();
+    let mut ta = connect_tls(tls_addr, &client, "bench", "a");
+    let mut tb = connect_tls(tls_addr, &client, "bench", "b");
+    next_text(&mut ta); // peer_joined b
+    c.bench_function("offer_answer_round_trip_tls", |bench| {
+        bench.iter(|| {
+            ta.send(Message::text(offer.as_str())).expect("send");
+            black_box(next_text(&mut tb));
+            tb.send(Message::text(answer.as_str())).expect("send");
+            black_box(next_text(&mut ta));
         })
     });
     c.bench_function("candidate_one_way_pipelined_x100", |bench| {

@@ -586,7 +586,8 @@ fn env_name(flag: &str) -> String {
 pub fn help() -> String {
     let mut out = String::from(
         "webrtc-signaling: a small WebRTC signaling server (rooms, relay, REST) on one port\n\n\
-         USAGE: webrtc-signaling [FLAGS]\n\n\
+         USAGE: webrtc-signaling [FLAGS]\n\
+         \x20      webrtc-signaling token --room ROOM --peer PEER [--ttl 1h]  (token --help)\n\n\
          Every flag can also be set in the environment: --max-room-peers 8 is\n\
          WEBRTC_SIGNALING_MAX_ROOM_PEERS=8 (repeatable flags take a comma-separated list,\n\
          a switch such as --admin takes 1 or 0).\n\

@@ -87,11 +87,15 @@ enum HeadError {
     Io,
 }
 
-/// Reads one request head into `buf`, within `head_max` bytes and the head timeout:
-/// a client trickling bytes cannot hold the thread longer than that.
-fn read_head(stream: &mut Stream, buf: &mut Vec<u8>, shared: &Shared) -> Result<Head, HeadError> {
+/// Reads one request head into `buf`, within `head_max` bytes and by `deadline`: a
+/// client trickling bytes (or TLS records) cannot hold the thread longer than that.
+fn read_head(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<Head, HeadError> {
     let limits = &shared.limits;
-    let deadline = Instant::now() + limits.http_head_timeout;
     let mut chunk = [0u8; 1024];
     loop {
         if !buf.is_empty() {
@@ -246,6 +250,26 @@ pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, shared
     let _ = tcp.set_write_timeout(Some(
         shared.limits.write_timeout.max(Duration::from_millis(1)),
     ));
+    // The first head (and with TLS, the handshake before it) must be in by then.
+    let mut deadline = Instant::now() + shared.limits.http_head_timeout;
+    if tls.is_some() {
+        match first_byte(&tcp, shared.limits.http_head_timeout) {
+            // A TLS ClientHello starts with 0x16; a letter is a plain HTTP method.
+            Some(b) if b.is_ascii_uppercase() => {
+                if let Ok(mut plain) = Stream::new(tcp, None) {
+                    let resp = Resp::error(
+                        400,
+                        "tls_required",
+                        "this port speaks TLS: use https:// or wss://",
+                    );
+                    let _ = write_response(&mut plain, resp, false, true);
+                }
+                return;
+            }
+            Some(_) => {}
+            None => return,
+        }
+    }
     let mut stream = match Stream::new(tcp, tls) {
         Ok(s) => s,
         Err(e) => {
@@ -255,7 +279,7 @@ pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, shared
     };
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let head = match read_head(&mut stream, &mut buf, &shared) {
+        let head = match read_head(&mut stream, &mut buf, &shared, deadline) {
             Ok(h) => h,
             Err(e) => {
                 let resp = match e {
@@ -289,6 +313,7 @@ pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, shared
                     stream.close_notify();
                     return;
                 }
+                deadline = Instant::now() + shared.limits.http_head_timeout;
             }
             Action::Upgrade {
                 room,
@@ -317,6 +342,20 @@ pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, shared
                 }
                 return;
             }
+        }
+    }
+}
+
+/// The first byte the client sends, within `timeout` (`None`: nothing came).
+fn first_byte(tcp: &TcpStream, timeout: Duration) -> Option<u8> {
+    tcp.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .ok()?;
+    let mut b = [0u8; 1];
+    loop {
+        match tcp.peek(&mut b) {
+            Ok(1) => return Some(b[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return None,
         }
     }
 }

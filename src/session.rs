@@ -7,6 +7,8 @@
 //! out while the thread was blocked waiting for its client, with no polling and no
 //! second thread. All socket I/O is non-blocking per call (`MSG_DONTWAIT`); every
 //! wait is a `ppoll` with the nearest deadline (idle timeout, next ping, write timeout).
+//! Over TLS nothing changes here: [`crate::transport::Io`] hides rustls behind the
+//! same non-blocking reads and writes.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use cdp::Chromium;
 use serde_json::{json, Value};
-use webrtc_signaling::{Config, Server};
+use webrtc_signaling::access::{self, Claims};
+use webrtc_signaling::{Config, Secret, Server};
 
 /// Set (to the Chromium binary) in the re-executed test inside the namespace.
 const INNER_ENV: &str = "WEBRTC_SIGNALING_BROWSER_NETNS";
@@ -68,6 +69,10 @@ browser_test!(
 browser_test!(
     h_client_plumbing,
     "(h) token, ice-servers, disconnect, shutdown"
+);
+browser_test!(
+    i_https_wss_with_tokens_and_origins,
+    "(i) https/wss, tokens, origin allow-list"
 );
 
 mod scenario {
@@ -453,6 +458,158 @@ mod scenario {
         println!("    #status after the server shut down: {:?}", a.status().1);
         b.assert_no_exceptions();
     }
+
+    /// The client served over https: by a server with a self-signed
+    /// certificate, token auth and an Origin allow-list that does not name
+    /// the page (it is admitted as the server's own page): a call works over
+    /// wss:, a token for another peer id and a missing token are refused
+    /// with `unauthorized (4401)`, a page of another origin gets 4403.
+    pub fn i_https_wss_with_tokens_and_origins(env: &Env) {
+        const SECRET: &str = "browser-test-secret";
+        let mut cfg = Config {
+            bind: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            tls_self_signed: true,
+            auth_secret: Some(Secret::new(SECRET)),
+            ..Config::default()
+        };
+        cfg.limits
+            .allowed_origins
+            .add("https://app.example")
+            .expect("a valid origin");
+        let server = Server::start(cfg).expect("start the TLS signaling server");
+        let addr = server.tls_addr().expect("TLS is on");
+        assert_eq!(addr, server.local_addr(), "TLS runs alone on `port`");
+        let fingerprint = server.tls_fingerprint().expect("a certificate fingerprint");
+        println!("    https://{addr}: self-signed certificate, SHA-256 {fingerprint}");
+        let token = |peer: &str| {
+            let claims = Claims {
+                room: Some("room1".into()),
+                peer: Some(peer.into()),
+                exp: access::now_secs() + 600,
+                ..Default::default()
+            };
+            access::mint(SECRET.as_bytes(), &claims).expect("mint a token")
+        };
+        let url = |peer: &str, token: Option<&str>| {
+            let token = token.map(|t| format!("&token={t}")).unwrap_or_default();
+            format!("https://{addr}/webrtc/client?room=room1&peer={peer}{token}&autoconnect=1")
+        };
+        // Records the URLs of the WebSockets the page opens.
+        let spy = "window.__ws = []; const W = window.WebSocket; \
+                   window.WebSocket = class extends W { \
+                     constructor(u, p) { super(u, p); window.__ws.push(String(u)); } };";
+        let refused = |what: &str| {
+            format!(
+                "(() => {{ const s = document.getElementById('status'); \
+                 return s.dataset.state === 'error' && s.textContent.includes({}); }})()",
+                json!(what)
+            )
+        };
+
+        let b = env.browser_with(&["--ignore-certificate-errors"]);
+        let (t1, t2) = (token("peer1"), token("peer2"));
+        let p1 = b.open("peer1", &url("peer1", Some(&t1)), Some(spy));
+        let p2 = b.open("peer2", &url("peer2", Some(&t2)), Some(spy));
+        for (p, id, t) in [(&p1, "peer1", &t1), (&p2, "peer2", &t2)] {
+            assert_eq!(
+                p.eval("location.protocol === 'https:' && window.isSecureContext"),
+                json!(true),
+                "page {id}: an https: page in a secure context"
+            );
+            p.wait_status("connected");
+            assert_eq!(
+                p.eval("window.__ws"),
+                json!([format!(
+                    "wss://{addr}/webrtc/signaling/room1/{id}?token={t}"
+                )]),
+                "page {id}: the signaling socket is wss: and carries the token"
+            );
+            p.wait(
+                "the token-authorised ICE server fetch succeeded",
+                "document.getElementById('log').textContent.includes('ICE servers: ')",
+                SHORT,
+            );
+            p.click("start-video");
+            p.wait(
+                "the local preview plays",
+                "document.getElementById('local-video').videoWidth > 0",
+                MEDIA,
+            );
+        }
+        println!("    signaling URL of peer1: {}", p1.eval("window.__ws[0]"));
+        p1.wait_peers(&["peer2"]);
+        p2.wait_peers(&["peer1"]);
+        p1.assert_video_flowing("peer2");
+        p2.assert_video_flowing("peer1");
+        p1.assert_remote_videos(&["peer2"]);
+        p2.assert_remote_videos(&["peer1"]);
+
+        // A valid token, but for another peer id than the page asks for.
+        let mallory = token("mallory");
+        let p3 = b.open("peer3", &url("peer3", Some(&mallory)), Some(spy));
+        p3.wait(
+            "#status shows the refusal",
+            &refused("unauthorized (4401)"),
+            SHORT,
+        );
+        println!(
+            "    #status with mallory's token as peer3: {:?}",
+            p3.status().1
+        );
+        assert_eq!(
+            p3.eval("window.__ws.length === 1 && window.__ws[0].startsWith('wss://')"),
+            json!(true)
+        );
+        // No token at all: /webrtc/ice-servers answers 401, the session 4401.
+        let p4 = b.open("peer4", &url("peer4", None), Some(spy));
+        p4.wait(
+            "#status shows the refusal",
+            &refused("unauthorized (4401)"),
+            SHORT,
+        );
+        p4.wait(
+            "the log says the ICE server fetch was refused",
+            "document.getElementById('log').textContent.includes('could not fetch /webrtc/ice-servers (HTTP 401)')",
+            SHORT,
+        );
+        println!("    #status without a token: {:?}", p4.status().1);
+        for p in [&p3, &p4] {
+            p.wait(
+                "Connect is usable again",
+                "!document.getElementById('connect').disabled",
+                SHORT,
+            );
+            p.assert_peers(&[]);
+            p.assert_remote_videos(&[]);
+        }
+
+        // The allow-list is on: a page of another origin (the plain http
+        // server of this test), even with a valid token, gets 4403.
+        let foreign = b.open("foreign origin", &env.client_url(""), None);
+        foreign.eval(&format!(
+            "(() => {{ window.__probe = null; \
+               const w = new WebSocket({}); \
+               w.onclose = e => {{ window.__probe = {{ code: e.code, reason: e.reason }}; }}; \
+               return true; }})()",
+            json!(format!(
+                "wss://{addr}/webrtc/signaling/room1/peer5?token={}",
+                token("peer5")
+            ))
+        ));
+        foreign.wait("the wss: socket is closed", "window.__probe", SHORT);
+        let probe = foreign.eval("window.__probe");
+        println!("    wss: socket from {}: closed with {probe}", env.base);
+        assert_eq!(probe["code"], json!(4403), "a foreign origin is refused");
+
+        // The call is untouched by the refused sessions.
+        p1.assert_peers(&["peer2"]);
+        p2.assert_peers(&["peer1"]);
+        assert_eq!(p1.status(), ("connected".into(), "connected".into()));
+        assert_eq!(p2.status(), ("connected".into(), "connected".into()));
+        b.assert_no_exceptions();
+        server.shutdown();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -628,11 +785,12 @@ impl Env {
     }
 
     fn browser(&self) -> Browser {
-        let cdp = Chromium::launch(&self.chromium).unwrap_or_else(|e| panic!("{e}"));
-        Browser {
-            cdp,
-            pages: Default::default(),
-        }
+        Browser::new(Chromium::launch(&self.chromium))
+    }
+
+    /// A browser with `extra_flags` beside the usual ones.
+    fn browser_with(&self, extra_flags: &[&str]) -> Browser {
+        Browser::new(Chromium::launch_with(&self.chromium, extra_flags))
     }
 }
 
@@ -643,6 +801,13 @@ pub struct Browser {
 }
 
 impl Browser {
+    fn new(cdp: cdp::CdpResult<Chromium>) -> Browser {
+        Browser {
+            cdp: cdp.unwrap_or_else(|e| panic!("{e}")),
+            pages: Default::default(),
+        }
+    }
+
     /// A new tab showing `url`; `init_script` runs before the page's own.
     fn open(&self, label: &str, url: &str, init_script: Option<&str>) -> Page<'_> {
         let (target, session) = self.cdp.new_tab().unwrap_or_else(|e| panic!("{e}"));

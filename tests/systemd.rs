@@ -84,6 +84,7 @@ fn unit_has_the_promised_hardening() {
 fn every_environment_line_is_a_setting_the_server_accepts() {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("turn-secret"), "s3cret\n").unwrap();
+    std::fs::write(dir.0.join("auth-secret"), "auth-s3cret\n").unwrap();
     let unit = unit_with_options();
     let env: Vec<(String, String)> = directives(&unit)
         .into_iter()
@@ -113,6 +114,13 @@ fn every_environment_line_is_a_setting_the_server_accepts() {
         Some("s3cret")
     );
     assert_eq!(config.ice_servers.len(), 2);
+    assert_eq!(
+        config.auth_secret.as_ref().map(|s| s.expose()),
+        Some("auth-s3cret")
+    );
+    assert_eq!(config.tls_cert, Some(dir.0.join("tls-cert")));
+    assert_eq!(config.tls_key, Some(dir.0.join("tls-key")));
+    assert!(!config.limits.allowed_origins.is_empty());
 }
 
 fn systemd_analyze() -> Option<PathBuf> {

@@ -70,6 +70,12 @@ impl Chromium {
     /// Starts `binary` headless with a fresh `--user-data-dir` and connects
     /// to its DevTools endpoint (read from `DevToolsActivePort`).
     pub fn launch(binary: &Path) -> CdpResult<Chromium> {
+        Self::launch_with(binary, &[])
+    }
+
+    /// As [`Chromium::launch`], with `extra_flags` after [`CHROMIUM_FLAGS`]
+    /// (e.g. `--ignore-certificate-errors` for a self-signed server).
+    pub fn launch_with(binary: &Path, extra_flags: &[&str]) -> CdpResult<Chromium> {
         let dir = std::env::temp_dir().join(format!(
             "webrtc-signaling-chromium-{}-{}",
             std::process::id(),
@@ -81,6 +87,7 @@ impl Chromium {
             .map_err(|e| format!("create stderr log: {e}"))?;
         let mut cmd = Command::new(binary);
         cmd.args(CHROMIUM_FLAGS)
+            .args(extra_flags)
             .arg(format!("--user-data-dir={}", dir.join("profile").display()))
             .arg("about:blank")
             .stdin(Stdio::null())
