@@ -191,6 +191,28 @@ pub fn query_token(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| percent_decode(v))
 }
 
+/// `path` with the value of any `token=` parameter hidden, for logs: a token is a
+/// credential until it expires.
+pub fn redact(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.into();
+    };
+    if !query.split('&').any(|kv| kv.starts_with("token=")) {
+        return path.into();
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|kv| {
+            if kv.starts_with("token=") {
+                "token=…"
+            } else {
+                kv
+            }
+        })
+        .collect();
+    format!("{base}?{}", query.join("&")).into()
+}
+
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer(header: Option<&str>) -> Option<&str> {
     let (scheme, token) = header?.trim().split_once(' ')?;
@@ -353,6 +375,13 @@ mod tests {
         assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(Some("Bearer ")), None);
+    }
+
+    #[test]
+    fn tokens_are_redacted_from_logged_paths() {
+        assert_eq!(redact("/a/b?x=1&token=abc.def&y=2"), "/a/b?x=1&token=…&y=2");
+        assert_eq!(redact("/a/b?x=1"), "/a/b?x=1");
+        assert_eq!(redact("/a/b"), "/a/b");
     }
 
     #[test]

@@ -304,7 +304,7 @@ pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, shared
                 return;
             }
         };
-        debug!("{remote} {} {}", head.method, head.path);
+        debug!("{remote} {} {}", head.method, access::redact(&head.path));
         let head_only = head.method == "HEAD";
         match route(&head, &shared, remote) {
             Action::Respond(resp) => {
@@ -437,7 +437,11 @@ fn admin_token(head: &Head, shared: &Shared, remote: SocketAddr) -> Result<(), R
     };
     let token = access::bearer(head.header("authorization"));
     verifier.check_admin(token).map_err(|e| {
-        debug!("{remote} {} {}: {e}", head.method, head.path);
+        debug!(
+            "{remote} {} {}: {e}",
+            head.method,
+            access::redact(&head.path)
+        );
         auth_failure(e)
     })
 }

@@ -407,3 +407,34 @@ fn tls_cert_without_tls_key_is_a_usage_error() {
         &["--tls-cert", "--tls-key"],
     );
 }
+
+/// Tokens are credentials: even at `debug`, the log never shows one (paths are logged
+/// with `token=…`), whether the token was accepted or refused.
+#[test]
+fn debug_log_never_shows_a_token() {
+    let (mut server, addr) = start(&["--auth-secret", "s3cret"]);
+    let good = mint_with_binary(
+        &["--room", "r", "--peer", "p", "--auth-secret", "s3cret"],
+        &[],
+    );
+    let wrong = mint_with_binary(
+        &["--room", "r", "--peer", "q", "--auth-secret", "s3cret"],
+        &[],
+    );
+    let _p = join_with_token(addr, "r", "p", &good);
+    expect_4401(addr, &format!("/webrtc/signaling/r/p2?token={wrong}"));
+    let resp = get_bearer(addr, &format!("/webrtc/ice-servers?token={good}"), None);
+    assert_eq!(resp.status, 200);
+    let resp = get_bearer(addr, "/webrtc/rooms", Some(&good));
+    assert_eq!(resp.status, 403);
+    wait_line(&mut server, "token=…");
+    server.signal("TERM");
+    let (_, _, lines) = server.wait_exit();
+    for token in [&good, &wrong] {
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        assert!(
+            lines.iter().all(|l| !l.contains(signature)),
+            "a token in the log: {lines:#?}"
+        );
+    }
+}
