@@ -5,25 +5,34 @@
 //!
 //! Synchronous threads only (no async runtime): tungstenite clients on blocking
 //! sockets, a condition variable for the pairs' in-flight window, and `poll(2)` over
-//! many non-blocking sockets for the idle peers.
+//! many non-blocking sockets for the idle peers. `wss://` runs the same clients over
+//! a rustls connection (ring provider); `--auth-secret` mints a room token per peer.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, OtherError,
+    RootCertStore, SignatureScheme, StreamOwned,
+};
 use serde_json::{json, Value};
 use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Conn>;
 
 const HELP: &str = "\
 loadgen: load and latency tool for a webrtc-signaling server (PROTOCOL.md wire protocol)
@@ -44,15 +53,25 @@ MODES:
              connect to the `existing_peers` message, then a polite close.
 
 OPTIONS (every mode):
-  --url URL            server base URL [ws://127.0.0.1:8000]; the tool appends
-                       /webrtc/signaling/{room}/{peer} (a path prefix is kept, e.g. a
-                       reverse proxy's /sig). Plain ws:// only (no TLS in this build).
+  --url URL            server base URL [ws://127.0.0.1:8000], ws:// or wss://; the
+                       tool appends /webrtc/signaling/{room}/{peer} (a path prefix is
+                       kept, e.g. a reverse proxy's /sig)
+  --auth-secret S      the server's --auth-secret: every connection carries
+                       ?token=JWT (HS256; claims room, peer, exp now+1h) minted here
   --server-pid PID     the server's process on this host: its VmRSS, VmHWM and Threads
                        (/proc/PID/status) before and after, and its CPU seconds
                        (utime+stime, /proc/PID/stat) over the measured interval
   --json               print only the final JSON line on stdout
-  --connect-timeout S  TCP connect, handshake and first-message timeout [5]
+  --connect-timeout S  TCP connect, TLS handshake, WebSocket upgrade and first-message
+                       timeout, each [5]
   -h, --help           this text
+
+wss:// (needs exactly one; there are no system roots to trust):
+  --fingerprint FP     accept only a server certificate whose SHA-256 is FP
+                       (AB:CD:..., as the server logs it; case and colons ignored)
+  --ca FILE            trust the CA certificate(s) in this PEM file (the CA that
+                       issued the server's --tls-cert); the URL's host must match
+  --insecure           accept any certificate (handshake signatures still checked)
 
 pairs:
   --pairs N            pairs (2N connections, 2N threads) [50]
@@ -90,9 +109,14 @@ SERVER FLAGS:
   `idle --peers N` needs --max-connections >= N and enough file descriptors on both
   sides (this tool raises its own soft RLIMIT_NOFILE to the hard limit at start).
 
-EXAMPLE:
+EXAMPLES:
   target/release/webrtc-signaling --bind 127.0.0.1 --port 8123 --max-connections 20000 --rate-limit 0 &
   cargo run --release --example loadgen -- pairs --url ws://127.0.0.1:8123 --pairs 50 --secs 10 --server-pid $!
+
+  target/release/webrtc-signaling --bind 127.0.0.1 --port 8443 --rate-limit 0 \\
+      --tls-self-signed --auth-secret s3cret &     # logs: TLS certificate SHA-256 fingerprint AB:CD:...
+  cargo run --release --example loadgen -- roundtrip --url wss://127.0.0.1:8443 \\
+      --fingerprint AB:CD:... --auth-secret s3cret
 ";
 
 // ---------------------------------------------------------------------------
@@ -169,6 +193,8 @@ impl Mode {
 struct Opts {
     mode: Mode,
     url: String,
+    auth_secret: Option<String>,
+    tls: TlsTrust,
     server_pid: Option<u32>,
     json: bool,
     connect_timeout: Duration,
@@ -212,6 +238,8 @@ fn parse_args(args: Vec<String>) -> Res<Option<Opts>> {
     let mut o = Opts {
         mode,
         url: "ws://127.0.0.1:8000".into(),
+        auth_secret: None,
+        tls: TlsTrust::Unset,
         server_pid: None,
         json: false,
         connect_timeout: Duration::from_secs(5),
@@ -233,15 +261,26 @@ fn parse_args(args: Vec<String>) -> Res<Option<Opts>> {
             o.json = true;
             continue;
         }
+        if arg == "--insecure" {
+            o.tls = o.tls.set(TlsTrust::Insecure)?;
+            continue;
+        }
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let common = ["--url", "--server-pid", "--connect-timeout"];
+        let common = [
+            "--url",
+            "--server-pid",
+            "--connect-timeout",
+            "--auth-secret",
+            "--ca",
+            "--fingerprint",
+        ];
         if !common.contains(&flag.as_str()) && !mode.flags().contains(&flag.as_str()) {
             return Err(Fail::Usage(if flag.starts_with('-') {
                 format!(
-                    "{flag} is not an option of `{}` (its options: {}, and --url, --server-pid, --connect-timeout, --json)",
+                    "{flag} is not an option of `{}` (its options: {}, and --url, --auth-secret, --ca, --fingerprint, --insecure, --server-pid, --connect-timeout, --json)",
                     mode.name(),
                     mode.flags().join(", ")
                 )
@@ -257,6 +296,12 @@ fn parse_args(args: Vec<String>) -> Res<Option<Opts>> {
         };
         match flag.as_str() {
             "--url" => o.url = value,
+            "--auth-secret" if value.is_empty() => {
+                return Err(Fail::Usage("--auth-secret needs a non-empty secret".into()))
+            }
+            "--auth-secret" => o.auth_secret = Some(value),
+            "--ca" => o.tls = o.tls.set(TlsTrust::Ca(value))?,
+            "--fingerprint" => o.tls = o.tls.set(TlsTrust::Fingerprint(normalize_fp(&value)?))?,
             "--server-pid" => o.server_pid = Some(num(&flag, &value, 1, u32::MAX as u64)? as u32),
             "--connect-timeout" => {
                 o.connect_timeout = Duration::from_secs_f64(secs(&flag, &value, 0.01, 600.0)?)
@@ -306,36 +351,50 @@ fn secs(flag: &str, v: &str, min: f64, max: f64) -> Res<f64> {
 // ---------------------------------------------------------------------------
 // Target URL and connections
 
+#[derive(Clone)]
 struct Target {
+    /// `wss://` (TLS) rather than `ws://`.
+    secure: bool,
     /// `host[:port]` as the user wrote it (the Host header).
     authority: String,
+    /// The host alone, without brackets or port (the TLS server name).
+    host: String,
     /// Path prefix before `/webrtc/signaling`, "" or "/something".
     prefix: String,
     /// Resolved addresses, the one that answered the probe first.
     addrs: Vec<SocketAddr>,
+    /// For `wss://`: the rustls client configuration and server name (SNI).
+    tls: Option<TlsClient>,
+    /// `--auth-secret`: a token is minted for every connection.
+    auth_secret: Option<Arc<[u8]>>,
 }
 
 impl Target {
     fn parse(url: &str) -> Res<Target> {
-        let rest = if let Some(r) = url.strip_prefix("ws://") {
-            r
-        } else if url.starts_with("wss://") {
-            return Err(Fail::Usage(format!(
-                "{url}: wss:// is not supported (this tool is built without TLS); point it at the server's plain ws:// listener, e.g. the backend behind your TLS proxy"
-            )));
+        let (secure, rest) = if let Some(r) = url.strip_prefix("ws://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("wss://") {
+            (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
             return Err(Fail::Usage(format!("{url}: use a WebSocket URL, ws://{r}")));
+        } else if let Some(r) = url.strip_prefix("https://") {
+            return Err(Fail::Usage(format!(
+                "{url}: use a WebSocket URL, wss://{r}"
+            )));
         } else {
             return Err(Fail::Usage(format!(
-                "--url {url}: expected ws://HOST:PORT (optionally followed by a path prefix)"
+                "--url {url}: expected ws://HOST:PORT or wss://HOST:PORT (optionally followed by a path prefix)"
             )));
         };
+        let scheme = if secure { "wss" } else { "ws" };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
         if authority.is_empty() || authority.contains('@') {
-            return Err(Fail::Usage(format!("--url {url}: expected ws://HOST:PORT")));
+            return Err(Fail::Usage(format!(
+                "--url {url}: expected {scheme}://HOST:PORT"
+            )));
         }
         if path.contains(['?', '#']) {
             return Err(Fail::Usage(format!(
@@ -349,16 +408,18 @@ impl Target {
         } else if let Some(i) = prefix.find("/webrtc/client") {
             prefix.truncate(i);
         }
-        let with_port = if authority.starts_with('[') {
+        let default_port = if secure { 443 } else { 80 };
+        let (with_port, host) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let host = bracketed.split(']').next().unwrap_or_default().to_string();
             if authority.contains("]:") {
-                authority.to_string()
+                (authority.to_string(), host)
             } else {
-                format!("{authority}:80")
+                (format!("{authority}:{default_port}"), host)
             }
-        } else if authority.contains(':') {
-            authority.to_string()
+        } else if let Some((host, _port)) = authority.rsplit_once(':') {
+            (authority.to_string(), host.to_string())
         } else {
-            format!("{authority}:80")
+            (format!("{authority}:{default_port}"), authority.to_string())
         };
         let addrs: Vec<SocketAddr> = with_port
             .to_socket_addrs()
@@ -370,21 +431,401 @@ impl Target {
             )));
         }
         Ok(Target {
+            secure,
             authority: authority.to_string(),
+            host,
             prefix,
             addrs,
+            tls: None,
+            auth_secret: None,
         })
     }
 
+    /// Applies `--auth-secret` and the TLS trust flags; wss:// needs exactly one of
+    /// --ca, --fingerprint, --insecure, and ws:// none.
+    fn configure(&mut self, o: &Opts) -> Res<()> {
+        self.auth_secret = o.auth_secret.as_ref().map(|s| Arc::from(s.as_bytes()));
+        if !self.secure {
+            return match o.tls.flag() {
+                None => Ok(()),
+                Some(flag) => Err(Fail::Usage(format!(
+                    "{flag} applies to wss:// URLs only, and --url is {}",
+                    self.base()
+                ))),
+            };
+        }
+        let name = ServerName::try_from(self.host.clone()).map_err(|_| {
+            Fail::Usage(format!(
+                "--url {}: `{}` is not a valid TLS server name",
+                self.base(),
+                self.host
+            ))
+        })?;
+        let config = client_config(&o.tls, &self.base())?;
+        self.tls = Some(TlsClient { config, name });
+        Ok(())
+    }
+
+    /// The signaling URL of one peer, without a token.
     fn url(&self, room: &str, peer: &str) -> String {
         format!(
-            "ws://{}{}/webrtc/signaling/{room}/{peer}",
-            self.authority, self.prefix
+            "{}://{}{}/webrtc/signaling/{room}/{peer}",
+            self.scheme(),
+            self.authority,
+            self.prefix
         )
     }
 
+    /// The URL requested: with `?token=` (a JWT for this room and peer, valid for an
+    /// hour) when --auth-secret is set. Never printed: a token is a credential.
+    fn request_url(&self, room: &str, peer: &str) -> Result<String, String> {
+        let mut url = self.url(room, peer);
+        if let Some(secret) = &self.auth_secret {
+            let claims = webrtc_signaling::access::Claims {
+                room: Some(room.to_string()),
+                peer: Some(peer.to_string()),
+                exp: webrtc_signaling::access::now_secs() + 3600,
+                ..Default::default()
+            };
+            let token = webrtc_signaling::access::mint(secret, &claims)
+                .map_err(|e| format!("minting a token: {e}"))?;
+            // A JWT is base64url and dots: nothing to percent-encode.
+            url.push_str("?token=");
+            url.push_str(&token);
+        }
+        Ok(url)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.secure {
+            "wss"
+        } else {
+            "ws"
+        }
+    }
+
     fn base(&self) -> String {
-        format!("ws://{}{}", self.authority, self.prefix)
+        format!("{}://{}{}", self.scheme(), self.authority, self.prefix)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS (wss://): rustls with the ring provider, and the stream type for both schemes
+
+/// How a wss:// server's certificate is trusted (--ca, --fingerprint, --insecure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TlsTrust {
+    Unset,
+    /// A PEM file of certificates to trust (a CA, or the server's own certificate).
+    Ca(String),
+    /// The leaf certificate's SHA-256, 64 upper-case hex digits without colons.
+    Fingerprint(String),
+    /// Any certificate (handshake signatures are still verified).
+    Insecure,
+}
+
+impl TlsTrust {
+    fn set(&self, new: TlsTrust) -> Res<TlsTrust> {
+        match self.flag() {
+            None => Ok(new),
+            Some(old) if new.flag() == Some(old) => {
+                Err(Fail::Usage(format!("{old} is given twice")))
+            }
+            Some(old) => Err(Fail::Usage(format!(
+                "{old} and {} exclude one another: give one of --ca, --fingerprint, --insecure",
+                new.flag().unwrap_or_default()
+            ))),
+        }
+    }
+
+    fn flag(&self) -> Option<&'static str> {
+        match self {
+            TlsTrust::Unset => None,
+            TlsTrust::Ca(_) => Some("--ca"),
+            TlsTrust::Fingerprint(_) => Some("--fingerprint"),
+            TlsTrust::Insecure => Some("--insecure"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct TlsClient {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `AB:CD:...` (any case, colons optional) as 64 upper-case hex digits.
+fn normalize_fp(v: &str) -> Res<String> {
+    let hex: String = v
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Fail::Usage(format!(
+            "--fingerprint {v}: expected a SHA-256 fingerprint, 32 hex bytes such as AB:CD:… (the server logs `TLS certificate SHA-256 fingerprint …` at start)"
+        )));
+    }
+    Ok(hex)
+}
+
+/// SHA-256 of a DER certificate as `AB:CD:...`, the format the server logs
+/// (`webrtc_signaling::tls::fingerprint`, which exists only with the `tls` feature;
+/// this uses rustls' own SHA-256 so the tool builds either way).
+fn fingerprint(der: &[u8]) -> String {
+    let rustls::SupportedCipherSuite::Tls13(suite) =
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+    else {
+        unreachable!("a TLS 1.3 suite")
+    };
+    let digest = suite.common.hash_provider.hash(der);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
+fn client_config(trust: &TlsTrust, base: &str) -> Res<Arc<ClientConfig>> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Fail::Fatal(format!("TLS setup: {e}")))?;
+    let config = match trust {
+        TlsTrust::Unset => {
+            return Err(Fail::Usage(format!(
+                "--url {base}: wss:// needs to know which server certificate to trust (this tool has no system roots): \
+                 --fingerprint AB:CD:… to accept only the certificate with that SHA-256 (a --tls-self-signed server logs it at start), \
+                 --ca FILE to trust the CA certificates of a PEM file (the issuer of the server's --tls-cert), \
+                 or --insecure to accept any certificate"
+            )))
+        }
+        TlsTrust::Ca(file) => {
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(file)
+                .map_err(|e| Fail::Usage(format!("--ca {file}: {e}")))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| Fail::Usage(format!("--ca {file}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Fail::Usage(format!("--ca {file}: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(Fail::Usage(format!(
+                    "--ca {file}: no CERTIFICATE in this PEM file"
+                )));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        TlsTrust::Fingerprint(want) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LooseVerifier {
+                provider,
+                fingerprint: Some(want.clone()),
+            }))
+            .with_no_client_auth(),
+        TlsTrust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LooseVerifier {
+                provider,
+                fingerprint: None,
+            }))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// `--insecure` (any certificate) and `--fingerprint` (only the leaf with that
+/// SHA-256): no chain, name or expiry checks, but the handshake signatures are
+/// verified, so the server must hold the certificate's private key.
+#[derive(Debug)]
+struct LooseVerifier {
+    provider: Arc<CryptoProvider>,
+    fingerprint: Option<String>,
+}
+
+impl ServerCertVerifier for LooseVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(want) = &self.fingerprint {
+            let got = fingerprint(end_entity);
+            if got.replace(':', "") != *want {
+                let want = want
+                    .as_bytes()
+                    .chunks(2)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(":");
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    OtherError(Arc::new(io::Error::other(format!(
+                        "the server's certificate has SHA-256 fingerprint {got}, not the --fingerprint {want}"
+                    )))),
+                )));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The client's byte stream: a plain TCP socket, or rustls over one. Socket options
+/// (timeouts, non-blocking mode, the fd for epoll) always act on the TCP socket.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(t) => &t.sock,
+        }
+    }
+
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(d)
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.tcp().set_nonblocking(nonblocking)
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.tcp().as_raw_fd()
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// The TLS handshake over a connected socket, within `timeout` in all (each read
+/// and write gets what is left of it); the socket keeps `timeout` as its read and
+/// write timeouts afterwards.
+fn tls_handshake(
+    tls: &TlsClient,
+    sock: TcpStream,
+    timeout: Duration,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, ConnErr> {
+    let conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
+        .map_err(|e| ConnErr::Tls(e.to_string()))?;
+    let mut s = StreamOwned::new(conn, sock);
+    let deadline = Instant::now() + timeout;
+    while s.conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ConnErr::Tls("no TLS handshake within the timeout".into()));
+        }
+        let step = s
+            .sock
+            .set_read_timeout(Some(left))
+            .and_then(|()| s.sock.set_write_timeout(Some(left)))
+            .and_then(|()| s.conn.complete_io(&mut s.sock));
+        match step {
+            Ok((0, 0)) if s.conn.is_handshaking() => {
+                return Err(ConnErr::Tls(
+                    "the server closed the connection during the TLS handshake (not a TLS port? a plain server wants ws://)".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(ConnErr::Tls(tls_error(&e))),
+        }
+    }
+    let restore = s
+        .sock
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| s.sock.set_write_timeout(Some(timeout)));
+    restore.map_err(ConnErr::Tcp)?;
+    Ok(s)
+}
+
+fn tls_error(e: &io::Error) -> String {
+    if is_timeout(e) {
+        return "no TLS handshake within the timeout".into();
+    }
+    if let Some(re) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return match re {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(o))) => {
+                o.to_string()
+            }
+            rustls::Error::InvalidCertificate(_) => format!(
+                "{re} (for a --tls-self-signed server use --fingerprint with the fingerprint it logs, or --insecure)"
+            ),
+            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                format!("{re} (not a TLS server? a plain server wants ws://)")
+            }
+            _ => re.to_string(),
+        };
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
+            "{e} (the server closed the connection during the TLS handshake: not a TLS port? a plain server wants ws://)"
+        ),
+        _ => format!("{e}{}", fd_hint(e)),
     }
 }
 
@@ -392,6 +833,8 @@ impl Target {
 enum ConnErr {
     /// TCP connect failed.
     Tcp(io::Error),
+    /// The TLS handshake failed (certificate, timeout, not a TLS server).
+    Tls(String),
     /// The HTTP upgrade failed (status, reset, timeout).
     Handshake(String),
     /// The server admitted the socket and then refused the session (PROTOCOL.md §5).
@@ -405,6 +848,7 @@ impl ConnErr {
     fn key(&self) -> String {
         match self {
             ConnErr::Tcp(e) => format!("tcp connect: {}", io_kind(e)),
+            ConnErr::Tls(m) => format!("tls: {m}"),
             ConnErr::Handshake(m) => format!("handshake: {m}"),
             ConnErr::Refused { close, code } => match close {
                 Some(c) => format!("{c} {code}"),
@@ -424,6 +868,7 @@ impl ConnErr {
                 format!("no answer from {addr} within the connect timeout (firewall, wrong host?)")
             }
             ConnErr::Tcp(e) => format!("cannot connect to {addr}: {e}{}", fd_hint(e)),
+            ConnErr::Tls(m) => format!("TLS handshake with {addr} failed: {m}"),
             ConnErr::Handshake(m) => format!("WebSocket upgrade at {addr} failed: {m}"),
             ConnErr::Refused { .. } => {
                 format!("the server refused the session: {}{}", self.key(), close_hint(&self.key()))
@@ -465,6 +910,8 @@ fn close_hint(key: &str) -> &'static str {
         " (the server limits messages per session: run it with --rate-limit 0 for load tests)"
     } else if key.contains("slow_consumer") {
         " (this tool did not read fast enough: is it CPU-bound? see loadgen CPU)"
+    } else if key.contains("unauthorized") {
+        " (the server wants room tokens: --auth-secret with the server's own --auth-secret)"
     } else if key.contains("peer_id_taken") {
         " (another client uses the same room and peer ids: run one loadgen at a time per room prefix)"
     } else {
@@ -484,8 +931,9 @@ struct Session {
     existing_peers: Vec<String>,
 }
 
-/// TCP connect, WebSocket upgrade, then wait for `existing_peers`. The socket is left
-/// blocking with `timeout` as its read and write timeouts.
+/// TCP connect, TLS handshake (wss://), WebSocket upgrade, then wait for
+/// `existing_peers`. The socket is left blocking with `timeout` as its read and write
+/// timeouts.
 fn connect(
     t: &Target,
     room: &str,
@@ -514,8 +962,12 @@ fn connect(
         stream.set_write_timeout(Some(timeout))
     };
     setup().map_err(ConnErr::Tcp)?;
-    let mut ws = match tungstenite::client::client_with_config(t.url(room, peer), stream, Some(cfg))
-    {
+    let stream = match &t.tls {
+        None => Conn::Plain(stream),
+        Some(tls) => Conn::Tls(Box::new(tls_handshake(tls, stream, timeout)?)),
+    };
+    let url = t.request_url(room, peer).map_err(ConnErr::Handshake)?;
+    let mut ws = match tungstenite::client::client_with_config(url, stream, Some(cfg)) {
         Ok((ws, _response)) => ws,
         Err(HandshakeError::Interrupted(_)) => {
             return Err(ConnErr::Handshake(
@@ -592,7 +1044,11 @@ fn handshake_error(e: tungstenite::Error) -> String {
                 .map(|b| clip(&String::from_utf8_lossy(b)))
                 .unwrap_or_default();
             let hint = match resp.status().as_u16() {
+                400 if body.contains("tls_required") => " (this port speaks TLS: use wss://)",
                 404 => " (wrong path prefix in --url, or not a webrtc-signaling server?)",
+                401 | 403 => {
+                    " (the server wants a room token: --auth-secret with the server's secret?)"
+                }
                 400 => " (the server rejected the room or peer id?)",
                 503 => " (server overloaded or shutting down)",
                 _ => "",
@@ -636,9 +1092,8 @@ fn probe(t: &mut Target, prefix: &str, timeout: Duration) -> Res<()> {
     let mut errors = Vec::new();
     for addr in t.addrs.clone() {
         let one = Target {
-            authority: t.authority.clone(),
-            prefix: t.prefix.clone(),
             addrs: vec![addr],
+            ..t.clone()
         };
         match connect(
             &one,
@@ -1048,6 +1503,7 @@ fn run(args: Vec<String>) -> Res<bool> {
         }
     }
     let mut target = Target::parse(&o.url)?;
+    target.configure(&o)?;
     let watch = Watch::new(o.server_pid)?;
     let mut out = Out {
         json_only: o.json,
@@ -1970,13 +2426,30 @@ fn idle_poller(rx: crossbeam_channel::Receiver<(usize, Ws)>, stop: Arc<AtomicBoo
                     };
                     let failed =
                         (rc != 0).then(|| format!("epoll_ctl: {}", io::Error::last_os_error()));
-                    peers.push(IdlePeer {
+                    let mut p = IdlePeer {
                         idx,
                         ws,
                         alive: failed.is_none(),
                         end: failed,
                         peer_left: 0,
-                    });
+                    };
+                    // Whatever is already buffered (by tungstenite, or decrypted by
+                    // rustls) would not wake epoll: read it now.
+                    if p.alive {
+                        service_idle(&mut p, &mut st);
+                        if !p.alive {
+                            // SAFETY: as above; a null event is allowed for EPOLL_CTL_DEL.
+                            unsafe {
+                                libc::epoll_ctl(
+                                    ep,
+                                    libc::EPOLL_CTL_DEL,
+                                    p.ws.get_ref().as_raw_fd(),
+                                    std::ptr::null_mut(),
+                                )
+                            };
+                        }
+                    }
+                    peers.push(p);
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => feeding = false,
@@ -2501,8 +2974,70 @@ mod tests {
             t.url("r", "p"),
             "ws://127.0.0.1:8123/sig/webrtc/signaling/r/p"
         );
-        assert!(Target::parse("wss://127.0.0.1").is_err());
+        let t = Target::parse("wss://localhost:8443/sig").ok().unwrap();
+        assert!(t.secure);
+        assert_eq!(t.host, "localhost");
+        assert_eq!(
+            t.url("r", "p"),
+            "wss://localhost:8443/sig/webrtc/signaling/r/p"
+        );
+        let t = Target::parse("wss://[::1]:8443").ok().unwrap();
+        assert_eq!(t.host, "::1");
+        assert!(ServerName::try_from(t.host.clone()).is_ok());
+        assert!(Target::parse("wss://127.0.0.1").is_ok());
         assert!(Target::parse("127.0.0.1:80").is_err());
         assert!(sdp("actpass").len() >= 2400);
+    }
+
+    #[test]
+    fn tokens_in_the_url() {
+        let mut t = Target::parse("ws://127.0.0.1:8123").ok().unwrap();
+        t.auth_secret = Some(Arc::from(&b"s3cret"[..]));
+        let url = t.request_url("room1", "a").unwrap();
+        let (path, token) = url.split_once("?token=").unwrap();
+        assert_eq!(path, "ws://127.0.0.1:8123/webrtc/signaling/room1/a");
+        let v = webrtc_signaling::access::Verifier::new(Some(b"s3cret"), None, 0).unwrap();
+        assert!(v.check_peer(Some(token), "room1", "a").is_ok());
+        assert!(v.check_peer(Some(token), "room1", "b").is_err());
+    }
+
+    #[test]
+    fn fingerprints() {
+        let fp = "ab:".repeat(31) + "ab";
+        assert_eq!(normalize_fp(&fp).ok().unwrap(), "AB".repeat(32));
+        assert_eq!(
+            normalize_fp(&"Ab".repeat(32)).ok().unwrap(),
+            "AB".repeat(32)
+        );
+        assert!(normalize_fp("AB:CD").is_err());
+        assert!(normalize_fp(&"ZZ".repeat(32)).is_err());
+        // The SHA-256 of "abc" (FIPS 180-2), in the server's format.
+        assert_eq!(
+            fingerprint(b"abc"),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+        #[cfg(feature = "tls")]
+        assert_eq!(
+            fingerprint(b"abc"),
+            webrtc_signaling::tls::fingerprint(b"abc")
+        );
+    }
+
+    #[test]
+    fn tls_flags() {
+        let opts = |args: &[&str]| {
+            parse_args(args.iter().map(|s| s.to_string()).collect())
+                .ok()
+                .flatten()
+        };
+        assert!(opts(&["pairs", "--insecure", "--ca", "x.pem"]).is_none());
+        let o = opts(&["pairs", "--url", "wss://127.0.0.1:1"]).unwrap();
+        let mut t = Target::parse(&o.url).ok().unwrap();
+        assert!(matches!(t.configure(&o), Err(Fail::Usage(_))));
+        let o = opts(&["pairs", "--url", "wss://127.0.0.1:1", "--insecure"]).unwrap();
+        assert!(t.configure(&o).is_ok() && t.tls.is_some());
+        let o = opts(&["pairs", "--url", "ws://127.0.0.1:1", "--insecure"]).unwrap();
+        let mut t = Target::parse(&o.url).ok().unwrap();
+        assert!(t.configure(&o).is_err());
     }
 }
