@@ -173,9 +173,14 @@ impl Config {
         self.tls_self_signed || self.tls_cert.is_some()
     }
 
+    /// Whether room tokens are required (a secret or a public key is set).
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_secret.is_some() || self.auth_public_key.is_some()
+    }
+
     /// The token verifier the `auth_*` fields describe, if any.
     pub fn verifier(&self) -> Result<Option<Verifier>, String> {
-        if self.auth_secret.is_none() && self.auth_public_key.is_none() {
+        if !self.auth_enabled() {
             return Ok(None);
         }
         Verifier::new(

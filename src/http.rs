@@ -13,7 +13,7 @@
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 use log::{debug, info};
@@ -497,9 +497,7 @@ fn ice_servers(shared: &Shared, query: Option<&str>) -> Resp {
     let Some(secret) = &shared.limits.turn_secret else {
         return Resp::new(200, JSON, shared.ice_json.as_bytes().to_vec());
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = access::now_secs();
     let user = ice::user_from_query(query).unwrap_or_else(ice::random_user);
     let body =
         ice::with_turn_credentials(&shared.ice_json, secret, shared.limits.turn_ttl, now, &user);

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     };
     let level = config.log_level.parse().unwrap_or(LevelFilter::Info);
     let _ = webrtc_signaling::logging::init(config.log_format, level);
-    if config.limits.admin && config.verifier().ok().flatten().is_none() {
+    if config.limits.admin && !config.auth_enabled() {
         log::warn!(
             "--admin: DELETE /webrtc/rooms/... can end sessions, with no token: \
              keep this port away from untrusted clients"
