@@ -73,14 +73,25 @@ fn a_bad_flag_is_a_clear_error_with_exit_code_2() {
 
 #[test]
 fn env_variables_configure_the_binary() {
-    let mut child = Command::new(BIN)
-        .env("WEBRTC_SIGNALING_BIND", "127.0.0.1")
-        .env("WEBRTC_SIGNALING_PORT", "0")
-        .env("WEBRTC_SIGNALING_STUN", "stun:stun.invalid:3478")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
+    // Killed on drop, so a failed assertion cannot leave the server running.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // Not `Process::spawn`: that passes --bind/--port, which would win over the env.
+    let mut child = Child(
+        Command::new(BIN)
+            .env("WEBRTC_SIGNALING_BIND", "127.0.0.1")
+            .env("WEBRTC_SIGNALING_PORT", "0")
+            .env("WEBRTC_SIGNALING_STUN", "stun:stun.invalid:3478")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
     let line = BufReader::new(stderr)
         .lines()
         .map_while(Result::ok)
@@ -95,8 +106,7 @@ fn env_variables_configure_the_binary() {
         .unwrap();
     assert!(addr.ip().is_loopback());
     let body = common::get_json(addr, "/webrtc/ice-servers");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(
         body,
         json!({"iceServers": [{"urls": ["stun:stun.invalid:3478"]}], "ttl": 0})
