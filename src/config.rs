@@ -623,21 +623,7 @@ impl Cli {
             return TokenRequest::parse(args, &env);
         }
         let mut config = Config::default();
-        for f in FLAGS {
-            let name = env_name(f.name);
-            if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
-                let repeatable = matches!(f.name, "stun" | "turn" | "allowed-origin");
-                let values: Vec<&str> = if repeatable {
-                    value.split(',').filter(|s| !s.trim().is_empty()).collect()
-                } else {
-                    vec![value.as_str()]
-                };
-                for v in values {
-                    (f.set)(&mut config, v.trim())
-                        .map_err(|e| ConfigError(format!("{name}: {e}")))?;
-                }
-            }
-        }
+        apply_env(&mut config, &env, FLAGS.iter())?;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-h" | "--help" => return Ok(Cli::Help),
@@ -694,6 +680,29 @@ impl Cli {
     }
 }
 
+/// Applies the environment variables of `flags` to `config`.
+fn apply_env<'a>(
+    config: &mut Config,
+    env: &[(String, String)],
+    flags: impl Iterator<Item = &'a Flag>,
+) -> Result<(), ConfigError> {
+    for f in flags {
+        let name = env_name(f.name);
+        if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
+            let repeatable = matches!(f.name, "stun" | "turn" | "allowed-origin");
+            let values: Vec<&str> = if repeatable {
+                value.split(',').filter(|s| !s.trim().is_empty()).collect()
+            } else {
+                vec![value.as_str()]
+            };
+            for v in values {
+                (f.set)(config, v.trim()).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     fn check_tls_and_auth(&self) -> Result<(), String> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -743,18 +752,10 @@ impl TokenRequest {
         env: &[(String, String)],
     ) -> Result<Cli, ConfigError> {
         let err = |m: String| ConfigError(m);
-        let mut secret_value = None;
-        for (k, v) in env {
-            match k.as_str() {
-                "WEBRTC_SIGNALING_AUTH_SECRET" if secret_value.is_none() => {
-                    secret_value = Some(secret(v).map_err(|e| err(format!("{k}: {e}")))?)
-                }
-                "WEBRTC_SIGNALING_AUTH_SECRET_FILE" => {
-                    secret_value = Some(secret_file(v).map_err(|e| err(format!("{k}: {e}")))?)
-                }
-                _ => {}
-            }
-        }
+        // The secret flags are the server's own (same env variables, same file rules).
+        let secret_flags = || FLAGS.iter().filter(|f| f.name.starts_with("auth-secret"));
+        let mut keys = Config::default();
+        apply_env(&mut keys, env, secret_flags())?;
         let (mut room, mut peer, mut admin) = (None, None, false);
         let mut ttl = 3600;
         while let Some(arg) = args.next() {
@@ -778,9 +779,12 @@ impl TokenRequest {
                 "--room" => room = Some(RoomId::parse(&value).map_err(|e| wrap(e.to_string()))?),
                 "--peer" => peer = Some(PeerId::parse(&value).map_err(|e| wrap(e.to_string()))?),
                 "--ttl" => ttl = duration(&value).map_err(wrap)?,
-                "--auth-secret" => secret_value = Some(secret(&value).map_err(wrap)?),
-                "--auth-secret-file" => secret_value = Some(secret_file(&value).map_err(wrap)?),
-                _ => return Err(err(format!("unknown token flag {name} (see token --help)"))),
+                flag => match secret_flags().find(|f| flag.strip_prefix("--") == Some(f.name)) {
+                    Some(f) => (f.set)(&mut keys, &value).map_err(wrap)?,
+                    None => {
+                        return Err(err(format!("unknown token flag {name} (see token --help)")))
+                    }
+                },
             }
         }
         if room.is_some() != peer.is_some() || (room.is_none() && !admin) {
@@ -788,7 +792,7 @@ impl TokenRequest {
                 "token needs --room and --peer (or --admin); see token --help".to_owned(),
             ));
         }
-        let secret = secret_value.ok_or_else(|| {
+        let secret = keys.auth_secret.ok_or_else(|| {
             err(
                 "token needs --auth-secret, --auth-secret-file or WEBRTC_SIGNALING_AUTH_SECRET"
                     .to_owned(),

@@ -557,24 +557,8 @@ mod tests {
         for kind in RelayKind::ALL {
             assert_eq!(RELAY_KINDS[kind as usize], kind.as_str());
         }
-        let reasons = [
-            CloseReason::InvalidRoomId,
-            CloseReason::InvalidPeerId,
-            CloseReason::Unauthorized,
-            CloseReason::OriginNotAllowed,
-            CloseReason::Kicked,
-            CloseReason::PeerIdTaken,
-            CloseReason::RateLimited,
-            CloseReason::ServerFull,
-            CloseReason::RoomFull,
-            CloseReason::MessageTooLarge,
-            CloseReason::GoingAway,
-            CloseReason::Timeout,
-            CloseReason::SlowConsumer,
-            CloseReason::ProtocolError,
-            CloseReason::Internal,
-        ];
-        for r in reasons {
+        // Every server-side reason (the ones with an error code).
+        for r in CLOSE_KINDS.into_iter().filter(|r| r.error_code().is_some()) {
             assert_eq!(
                 CLOSE_REASONS[close_index(r)],
                 r.error_code().unwrap().as_str()

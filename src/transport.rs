@@ -62,24 +62,17 @@ impl Stream {
                 self.tcp.read(buf)
             }
             #[cfg(feature = "tls")]
-            Some(conn) => loop {
-                match conn.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) => return Err(e),
-                }
-                drain_blocking(conn, &mut self.tcp)?;
-                self.tcp.set_read_timeout(Some(left(deadline)?))?;
-                if conn.read_tls(&mut self.tcp)? == 0 {
-                    return Ok(0);
-                }
-                if let Err(e) = conn.process_new_packets() {
-                    // Tell the client why (the alert) before giving up.
-                    let _ = drain_blocking(conn, &mut self.tcp);
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-            },
+            Some(conn) => read_plaintext(
+                conn,
+                &mut self.tcp,
+                buf,
+                |conn, tcp| {
+                    tcp.set_read_timeout(Some(left(deadline)?))?;
+                    conn.read_tls(tcp)
+                },
+                // Handshake replies and alerts go out before the next wait.
+                |conn, tcp| drain_blocking(conn, tcp).map(|_| ()),
+            ),
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
         }
@@ -114,6 +107,36 @@ fn left(deadline: Instant) -> io::Result<std::time::Duration> {
         Err(io::ErrorKind::TimedOut.into())
     } else {
         Ok(left)
+    }
+}
+
+/// Plaintext from `conn`. Only when none is buffered does `fill` take records from
+/// the socket `sock` (so the received-plaintext buffer never overflows; `Ok(0)`: the
+/// client closed); `send` then pushes what processing them produced (handshake
+/// replies, alerts, key updates), best effort. One loop for both views.
+#[cfg(feature = "tls")]
+fn read_plaintext<S>(
+    conn: &mut rustls::ServerConnection,
+    sock: &mut S,
+    buf: &mut [u8],
+    mut fill: impl FnMut(&mut rustls::ServerConnection, &mut S) -> io::Result<usize>,
+    mut send: impl FnMut(&mut rustls::ServerConnection, &mut S) -> io::Result<()>,
+) -> io::Result<usize> {
+    loop {
+        match conn.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        if fill(conn, sock)? == 0 {
+            return Ok(0);
+        }
+        let state = conn.process_new_packets();
+        let _ = send(conn, sock);
+        if let Err(e) = state {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
     }
 }
 
@@ -251,25 +274,15 @@ impl Read for Io<'_> {
         match &mut self.tls {
             None => self.raw.read(buf),
             #[cfg(feature = "tls")]
-            Some(conn) => loop {
-                match conn.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) => return Err(e),
-                }
-                // No plaintext buffered: only now take more from the socket, so the
-                // received-plaintext buffer never overflows. WouldBlock ends the loop.
-                if conn.read_tls(&mut self.raw)? == 0 {
-                    return Ok(0);
-                }
-                let state = conn.process_new_packets();
+            // WouldBlock from the socket ends the read.
+            Some(conn) => read_plaintext(
+                conn,
+                &mut self.raw,
+                buf,
+                |conn, raw| conn.read_tls(raw),
                 // Alerts, key updates: best effort now, the next flush finishes.
-                let _ = Self::push_tls(conn, &mut self.raw);
-                if let Err(e) = state {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-            },
+                |conn, raw| Self::push_tls(conn, raw).map(|_| ()),
+            ),
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
         }
