@@ -5,11 +5,12 @@ use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tungstenite::{Message, WebSocket};
-use webrtc_signaling::protocol::{CloseReason, PeerId, RelayKind, RoomId};
-use webrtc_signaling::router::{Command, Full, Mailbox, Router, RouterLimits, Text};
+use webrtc_signaling::core::router::{Command, Output, Router, RouterLimits, Text};
+use webrtc_signaling::protocol::{PeerId, RelayKind, RoomId};
 use webrtc_signaling::{Config, Server};
 
 type Ws = WebSocket<TcpStream>;
@@ -138,8 +139,8 @@ fn relay_round_trip(c: &mut Criterion) {
     // The same exchange over TLS, in the same run, for comparison.
     let (cert, key, client) = tls_pki();
     let tls_server = server_with(|c| {
-        c.tls_cert = Some(cert);
-        c.tls_key = Some(key);
+        c.tls.cert = Some(cert);
+        c.tls.key = Some(key);
     });
     let tls_addr = tls_server.local_addr();
     let mut ta = connect_tls(tls_addr, &client, "bench", "a");
@@ -180,45 +181,73 @@ fn join_latency(c: &mut Criterion) {
     });
 }
 
-/// A mailbox that accepts everything and keeps nothing: the router's cost alone.
-struct Sink;
-
-impl Mailbox for Sink {
-    fn push(&self, text: Text) -> Result<(), Full> {
-        black_box(text);
-        Ok(())
-    }
-    fn close(&self, _: CloseReason) {}
-}
-
+/// The router state machine alone: a relay in, its outputs out, and the target's
+/// queue reported drained whenever the router asks (as a reading session would).
 fn router_only(c: &mut Criterion) {
     let mut router = Router::new(RouterLimits {
         max_sessions: 1000,
         max_room_peers: 32,
+        peer_queue: 64,
+        max_backlog: 4096,
     });
+    let now = Instant::now();
     let room = RoomId::parse("room").expect("id");
     let peers: Vec<PeerId> = (0..8)
         .map(|i| PeerId::parse(&format!("p{i}")).expect("id"))
         .collect();
     for (i, p) in peers.iter().enumerate() {
-        router.handle(Command::Join {
-            room: room.clone(),
-            peer: p.clone(),
-            session: i as u64,
-            mailbox: Sink,
-        });
+        router.handle(
+            Command::Join {
+                room: room.clone(),
+                peer: p.clone(),
+                session: i as u64,
+            },
+            now,
+        );
     }
+    // Everyone reads what the joins queued.
+    for i in 0..8 {
+        router.handle(
+            Command::Drained {
+                session: i,
+                taken: 64,
+            },
+            now,
+        );
+    }
+    while router.poll_output().is_some() {}
     let text: Text = sdp("actpass").into();
+    let mut taken = 0;
     c.bench_function("router_relay_in_room_of_8", |bench| {
         bench.iter(|| {
-            router.handle(Command::Relay {
-                room: room.clone(),
-                from: peers[0].clone(),
-                session: 0,
-                kind: RelayKind::Offer,
-                target: peers[7].clone(),
-                text: text.clone(),
-            })
+            router.handle(
+                Command::Relay {
+                    session: 0,
+                    kind: RelayKind::Offer,
+                    target: peers[7].clone(),
+                    text: text.clone(),
+                },
+                now,
+            );
+            let mut asked = false;
+            while let Some(out) = router.poll_output() {
+                match out {
+                    Output::Deliver { .. } => taken += 1,
+                    Output::WantDrained { .. } => asked = true,
+                    other => {
+                        black_box(other);
+                    }
+                }
+            }
+            if asked {
+                router.handle(
+                    Command::Drained {
+                        session: 7,
+                        taken: std::mem::take(&mut taken),
+                    },
+                    now,
+                );
+            }
         })
     });
 }

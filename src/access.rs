@@ -182,37 +182,6 @@ pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, String> {
     .map_err(|e| e.to_string())
 }
 
-/// The `token=` parameter of a query string, percent-decoded.
-pub fn query_token(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "token")
-        .map(|(_, v)| percent_decode(v))
-}
-
-/// `path` with the value of any `token=` parameter hidden, for logs: a token is a
-/// credential until it expires.
-pub fn redact(path: &str) -> std::borrow::Cow<'_, str> {
-    let Some((base, query)) = path.split_once('?') else {
-        return path.into();
-    };
-    if !query.split('&').any(|kv| kv.starts_with("token=")) {
-        return path.into();
-    }
-    let query: Vec<&str> = query
-        .split('&')
-        .map(|kv| {
-            if kv.starts_with("token=") {
-                "token=…"
-            } else {
-                kv
-            }
-        })
-        .collect();
-    format!("{base}?{}", query.join("&")).into()
-}
-
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer(header: Option<&str>) -> Option<&str> {
     let (scheme, token) = header?.trim().split_once(' ')?;
@@ -222,27 +191,16 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn percent_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The access rules in force, built once at start from `config::AccessPolicy`.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// Room tokens: when set, every session needs `?token=` for its room and peer
+    /// (else 4401) and the REST room listings an admin token.
+    pub verifier: Option<Verifier>,
+    /// Browsers on other origins get 4403 `origin_not_allowed`.
+    pub origins: Origins,
+    /// `DELETE /webrtc/rooms/...` may end sessions.
+    pub admin: bool,
 }
 
 /// `--allowed-origin`: the exact origins (`scheme://host[:port]`) that may open
@@ -364,24 +322,11 @@ mod tests {
     }
 
     #[test]
-    fn query_and_bearer_parsing() {
-        assert_eq!(
-            query_token(Some("a=1&token=x.y%2Dz")).as_deref(),
-            Some("x.y-z")
-        );
-        assert_eq!(query_token(Some("tokens=1")), None);
-        assert_eq!(query_token(None), None);
+    fn bearer_parsing() {
         assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
         assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(Some("Bearer ")), None);
-    }
-
-    #[test]
-    fn tokens_are_redacted_from_logged_paths() {
-        assert_eq!(redact("/a/b?x=1&token=abc.def&y=2"), "/a/b?x=1&token=…&y=2");
-        assert_eq!(redact("/a/b?x=1"), "/a/b?x=1");
-        assert_eq!(redact("/a/b"), "/a/b");
     }
 
     #[test]

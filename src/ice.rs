@@ -26,7 +26,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 
-use crate::config::{Config, Secret};
+use crate::config::{IceSettings, Secret};
 use crate::protocol::PeerId;
 
 /// One username/credential pair for the TURN servers.
@@ -59,6 +59,15 @@ struct Body {
     ttl: u64,
 }
 
+/// What `/webrtc/ice-servers` answers with: the body built at start, and what mints
+/// per-request credentials.
+#[derive(Debug)]
+pub struct Ice {
+    pub static_json: String,
+    pub turn_secret: Option<Secret>,
+    pub turn_ttl: Duration,
+}
+
 /// One `RTCIceServer`.
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -78,9 +87,9 @@ impl Entry {
 /// The body without per-request credentials: every `--stun`/`--turn` URL in its own
 /// entry, static `--turn-username`/`--turn-credential` on the TURN ones, `"ttl":0`.
 /// Built once at start; [`with_turn_credentials`] adds fresh credentials to it.
-pub fn static_json(config: &Config) -> String {
+pub fn static_json(config: &IceSettings) -> String {
     let ice_servers = config
-        .ice_servers
+        .servers
         .iter()
         .map(|url| {
             let mut entry = Entry {
@@ -130,27 +139,12 @@ fn to_json(body: &Body) -> String {
     serde_json::to_string(body).unwrap_or_default()
 }
 
-/// The whole body for one request: [`static_json`], plus per-request credentials when
-/// `config.limits.turn_secret` is set.
-pub fn json(config: &Config, now_unix: u64, user: &str) -> String {
-    let base = static_json(config);
-    match &config.limits.turn_secret {
-        Some(secret) => {
-            with_turn_credentials(&base, secret, config.limits.turn_ttl, now_unix, user)
-        }
-        None => base,
-    }
-}
-
 /// The user part of the username: the `peer` parameter of `query` (the part of the
 /// path after `?`) when it is a valid peer id (PROTOCOL.md §2, so it never contains
 /// the `:` separator), else `None` (the caller then uses [`random_user`]).
 pub fn user_from_query(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "peer")
-        .and_then(|(_, v)| PeerId::parse(v).ok())
+    crate::query::param(query, "peer")
+        .and_then(|v| PeerId::parse(&v).ok())
         .map(|p| p.as_str().to_owned())
 }
 
@@ -178,11 +172,17 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn config(urls: &[&str]) -> Config {
-        Config {
-            ice_servers: urls.iter().map(|s| s.to_string()).collect(),
-            ..Config::default()
+    fn config(urls: &[&str]) -> IceSettings {
+        IceSettings {
+            servers: urls.iter().map(|s| s.to_string()).collect(),
+            ..IceSettings::default()
         }
+    }
+
+    /// One request's body, as the HTTP handler builds it.
+    fn json(c: &IceSettings, now_unix: u64, user: &str) -> String {
+        let secret = c.turn_secret.as_ref().unwrap();
+        with_turn_credentials(&static_json(c), secret, c.turn_ttl, now_unix, user)
     }
 
     #[test]
@@ -236,8 +236,8 @@ mod tests {
         let mut c = config(&["stun:s:3478", "turn:t:3478", "turns:t:5349"]);
         c.turn_username = Some("static".into());
         c.turn_credential = Some("static".into());
-        c.limits.turn_secret = Some(Secret::new("s3cret"));
-        c.limits.turn_ttl = Duration::from_secs(600);
+        c.turn_secret = Some(Secret::new("s3cret"));
+        c.turn_ttl = Duration::from_secs(600);
         let body: Value = serde_json::from_str(&json(&c, 1_699_999_400, "peer1")).unwrap();
         let cred = json!("HpKpttwpok0UAohEbHcnLDkuXNs=");
         assert_eq!(
@@ -272,7 +272,7 @@ mod tests {
             Some(""),
             Some("peer="),
             Some("peer=a:b"),
-            Some("peer=%41"),
+            Some("peer=%3A"),
             Some("peerx=a"),
         ] {
             assert_eq!(user_from_query(bad), None, "{bad:?}");

@@ -9,27 +9,27 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Modules, inner to outer: [`protocol`] (wire types, no I/O) ← [`router`] (room state
-//! machine, no I/O) ← `session` (socket threads) ← `http` (requests, REST) ← `server`
-//! (listener, lifecycle), with `transport` (plain or TLS bytes under both) and
-//! [`access`] (room tokens, Origin allow-list; no I/O); beside them [`ice`] (the ICE server list and TURN REST
-//! credentials, no I/O), [`metrics`] (the `/metrics` series, atomics only on the relay
-//! path) and [`config`]. See ARCHITECTURE.md for the threads and channels.
+//! Layers, inner to outer: [`protocol`] (the wire contract, no I/O) ← [`core`] (the
+//! pure state machines: rooms, one session's rules, admission) ← `driver` (the router
+//! thread, connection and session threads, sockets, wake-ups) and `http` (requests,
+//! routes, REST answers) ← `server` (listeners, lifecycle). Beside them: [`config`]
+//! (plain data), [`access`] (tokens, origins), [`ice`] (TURN credentials), [`query`],
+//! [`metrics`]. ARCHITECTURE.md draws the threads and channels.
 
 pub mod access;
 pub mod config;
+pub mod core;
+mod driver;
+#[doc(hidden)]
+pub mod hooks;
 mod http;
 pub mod ice;
-pub mod logging;
 pub mod metrics;
 pub mod protocol;
-pub mod router;
+pub mod query;
 mod server;
-mod session;
 #[cfg(feature = "tls")]
 pub mod tls;
-mod transport;
-mod wake;
 
-pub use config::{Cli, Config, ConfigError, Limits, LogFormat, Secret, TokenRequest};
+pub use config::{AccessPolicy, Config, ConfigError, IceSettings, Limits, Secret, TlsSettings};
 pub use server::Server;

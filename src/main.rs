@@ -1,21 +1,30 @@
-//! The `webrtc-signaling` binary: flags, logging, `Server::start`, and signals.
+//! The `webrtc-signaling` binary: flags, logging, `Server::start`, signals, and the
+//! exit status.
+
+mod cli;
 
 use std::process::ExitCode;
 
 use log::{error, LevelFilter};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use webrtc_signaling::{Cli, Server};
+use webrtc_signaling::Server;
+
+use cli::Cli;
+
+/// Exit status when the server cannot go on (sysexits' EX_SOFTWARE): a supervisor
+/// such as systemd's `Restart=on-failure` starts it again.
+const EXIT_FAILED: u8 = 70;
 
 fn main() -> ExitCode {
-    let config = match Cli::parse(std::env::args().skip(1), std::env::vars()) {
-        Ok(Cli::Run(config)) => *config,
+    let run = match cli::Cli::parse(std::env::args().skip(1), std::env::vars()) {
+        Ok(Cli::Run(run)) => *run,
         Ok(Cli::Help) => {
-            print!("{}", webrtc_signaling::config::help());
+            print!("{}", cli::help());
             return ExitCode::SUCCESS;
         }
         Ok(Cli::TokenHelp) => {
-            print!("{}", webrtc_signaling::config::TOKEN_HELP);
+            print!("{}", cli::token::TOKEN_HELP);
             return ExitCode::SUCCESS;
         }
         Ok(Cli::Token(req)) => {
@@ -30,6 +39,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Ok(Cli::Check(run)) => {
+            println!("{run:#?}");
+            return ExitCode::SUCCESS;
         }
         Ok(Cli::Version) => {
             println!("webrtc-signaling {}", env!("CARGO_PKG_VERSION"));
@@ -49,18 +62,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let level = config.log_level.parse().unwrap_or(LevelFilter::Info);
-    let _ = webrtc_signaling::logging::init(config.log_format, level);
-    if config.limits.admin && !config.auth_enabled() {
+    let level = run.log_level.parse().unwrap_or(LevelFilter::Info);
+    let _ = cli::logging::init(run.log_format, level);
+    let config = run.config;
+    if config.access.admin && !config.access.auth_enabled() {
         log::warn!(
             "--admin: DELETE /webrtc/rooms/... can end sessions, with no token: \
              keep this port away from untrusted clients"
         );
     }
-    if config.limits.turn_secret.is_some() {
+    if config.ice.turn_secret.is_some() {
         log::info!(
             "TURN credentials: time-limited, {} s, minted per request",
-            config.limits.turn_ttl.as_secs()
+            config.ice.turn_ttl.as_secs()
         );
     }
     let server = match Server::start(config) {
@@ -70,9 +84,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A failed router ends the wait for signals: the process must not live on as a
+    // zombie that accepts connections it cannot serve.
+    let failure = server.failure();
+    let signals_handle = signals.handle();
+    let watcher = std::thread::Builder::new()
+        .name("supervisor".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            failure.wait();
+            signals_handle.close();
+        });
+    if let Err(e) = watcher {
+        error!("cannot start the supervisor thread: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig}: shutting down");
     }
+    let failed = server.failed();
     server.shutdown();
+    if failed {
+        error!("exiting after a router failure");
+        return ExitCode::from(EXIT_FAILED);
+    }
     ExitCode::SUCCESS
 }

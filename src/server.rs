@@ -1,86 +1,31 @@
-//! The listener: accepts TCP connections, gives each its own thread, and owns start-up
-//! and graceful shutdown. Also the state every connection shares (none of it room state).
+//! The server's life: binds the listeners, starts the router and accept threads,
+//! gives each accepted connection a thread (a parked spare one when there is one),
+//! and shuts everything down in order.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver};
 use log::{info, warn};
 
-use crate::config::{Config, Limits};
-use crate::http;
+use crate::access::Access;
+use crate::config::Config;
+use crate::core::router::{Command, Router, RouterLimits};
+use crate::driver::context::{ConnectionGuard, Context};
+use crate::driver::router::{self as router_thread, Failure};
+use crate::driver::transport::TlsConfig;
+use crate::driver::{conn, wake};
+use crate::ice::Ice;
 use crate::metrics::Metrics;
-use crate::router::{self, Command, Envelope, Router, RouterLimits};
-use crate::session::SessionMailbox;
-use crate::transport::TlsConfig;
-
-/// State shared by all connection threads: configuration, the router's inbox and
-/// counters. Room state lives only in the router thread.
-pub struct Shared {
-    pub limits: Limits,
-    pub ice_json: String,
-    pub router: Sender<Envelope<SessionMailbox>>,
-    /// The `/metrics` series; the router holds the same instance.
-    pub metrics: Arc<Metrics>,
-    next_session: AtomicU64,
-    connections: AtomicUsize,
-    /// Connection threads parked waiting for their next connection.
-    spare_threads: AtomicUsize,
-    sessions: Mutex<usize>,
-    sessions_zero: Condvar,
-    stopping: AtomicBool,
-}
-
-impl Shared {
-    pub fn next_session(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
-    /// Counts a session's threads so shutdown can wait for them.
-    pub fn session_token(self: &Arc<Self>) -> Option<SessionToken> {
-        let mut n = self.sessions.lock().ok()?;
-        *n += 1;
-        Some(SessionToken(Arc::new(TokenInner(self.clone()))))
-    }
-}
-
-/// Held by both threads of a session; the last one dropped ends the session's count.
-#[derive(Clone)]
-pub struct SessionToken(#[allow(dead_code)] Arc<TokenInner>);
-
-pub struct TokenInner(Arc<Shared>);
-
-impl Drop for TokenInner {
-    fn drop(&mut self) {
-        if let Ok(mut n) = self.0.sessions.lock() {
-            *n -= 1;
-            if *n == 0 {
-                self.0.sessions_zero.notify_all();
-            }
-        }
-    }
-}
-
-/// Decrements the connection count when a connection thread ends (or panics).
-struct ConnectionGuard(Arc<Shared>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// A running server. Dropping it shuts it down.
 pub struct Server {
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
+    failure: Arc<Failure>,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     tls_fingerprint: Option<String>,
@@ -101,9 +46,13 @@ fn listen(bind: IpAddr, port: u16, tls: Option<TlsConfig>) -> io::Result<Listene
     // std listens with a backlog of 128; a burst of joins (a class opening its
     // laptops, a load test) would see dropped SYNs and one-second retries.
     // Calling listen(2) again on a listening socket only raises the backlog.
-    // SAFETY: a valid listening socket owned by `socket`.
-    unsafe {
-        libc::listen(std::os::fd::AsRawFd::as_raw_fd(&socket), LISTEN_BACKLOG);
+    // SAFETY: the descriptor belongs to `socket`, which outlives the call.
+    let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&socket), LISTEN_BACKLOG) };
+    if rc != 0 {
+        warn!(
+            "cannot raise the listen backlog of {addr}: {}",
+            io::Error::last_os_error()
+        );
     }
     Ok(Listener { socket, addr, tls })
 }
@@ -111,14 +60,14 @@ fn listen(bind: IpAddr, port: u16, tls: Option<TlsConfig>) -> io::Result<Listene
 /// The TLS configuration `config` asks for, and the certificate's fingerprint.
 #[cfg(feature = "tls")]
 fn tls_setup(config: &Config) -> io::Result<Option<(TlsConfig, String)>> {
-    let setup = if config.tls_self_signed {
+    let setup = if config.tls.self_signed {
         let setup = crate::tls::self_signed()?;
         info!(
             "TLS: self-signed certificate for {}",
             setup.self_signed_names.join(", ")
         );
         setup
-    } else if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+    } else if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         crate::tls::from_files(cert, key)?
     } else {
         return Ok(None);
@@ -129,7 +78,7 @@ fn tls_setup(config: &Config) -> io::Result<Option<(TlsConfig, String)>> {
 
 #[cfg(not(feature = "tls"))]
 fn tls_setup(config: &Config) -> io::Result<Option<(TlsConfig, String)>> {
-    if config.tls_enabled() {
+    if config.tls.enabled() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "this build has no TLS (cargo feature `tls`)",
@@ -139,13 +88,18 @@ fn tls_setup(config: &Config) -> io::Result<Option<(TlsConfig, String)>> {
 }
 
 impl Server {
-    /// Binds the port and starts the router and accept threads.
+    /// Checks `config`, binds the port and starts the router and accept threads.
     pub fn start(config: Config) -> io::Result<Server> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // Sessions are woken with a signal: find out now if that cannot work here.
+        wake::install()?;
         let tls = tls_setup(&config)?;
         let fingerprint = tls.as_ref().map(|(_, f)| f.clone());
         let tls = tls.map(|(c, _)| c);
         let mut listeners = Vec::new();
-        match config.tls_port {
+        match config.tls.port {
             // TLS beside plain.
             Some(port) if tls.is_some() => {
                 listeners.push(listen(config.bind, config.port, None)?);
@@ -156,38 +110,46 @@ impl Server {
         }
         let local_addr = listeners[0].addr;
         let tls_addr = listeners.iter().find(|l| l.tls.is_some()).map(|l| l.addr);
-        let mut limits = config.limits.clone();
-        let verifier = config
-            .verifier()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if let Some(v) = verifier {
-            limits.auth = Some(Arc::new(v));
-        }
-        let (router_tx, router_rx) = bounded(limits.router_queue);
+        let limits = config.limits.clone();
+        let access = Access {
+            verifier: config
+                .access
+                .verifier()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            origins: config.access.allowed_origins.clone(),
+            admin: config.access.admin,
+        };
         let metrics = Arc::new(Metrics::new(limits.peer_queue));
-        let state = Router::<SessionMailbox>::with_metrics(
+        let router = Router::with_metrics(
             RouterLimits {
                 max_sessions: limits.max_connections,
                 max_room_peers: limits.max_room_peers,
+                peer_queue: limits.peer_queue,
+                max_backlog: limits.router_queue,
             },
             metrics.clone(),
         );
-        std::thread::Builder::new()
-            .name("router".into())
-            .stack_size(256 * 1024)
-            .spawn(move || router::run(state, router_rx))?;
-        let shared = Arc::new(Shared {
-            ice_json: crate::ice::static_json(&config),
+        let (router, _thread) = router_thread::spawn(
+            router,
+            limits.router_queue,
+            config.hooks.router_join.clone(),
+        )?;
+        let failure = router.failure();
+        let ice = Ice {
+            static_json: crate::ice::static_json(&config.ice),
+            turn_secret: config.ice.turn_secret.clone(),
+            turn_ttl: config.ice.turn_ttl,
+        };
+        let auth = access.verifier.is_some();
+        let origins = !access.origins.is_empty();
+        let ctx = Arc::new(Context::new(
             limits,
-            router: router_tx,
+            access,
+            ice,
+            router,
             metrics,
-            next_session: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
-            spare_threads: AtomicUsize::new(0),
-            sessions: Mutex::new(0),
-            sessions_zero: Condvar::new(),
-            stopping: AtomicBool::new(false),
-        });
+            config.hooks.clone(),
+        ));
         let mut accept = Vec::new();
         for listener in listeners {
             let addr = listener.addr;
@@ -196,27 +158,44 @@ impl Server {
             } else {
                 ""
             };
-            let shared = shared.clone();
+            let ctx = ctx.clone();
             let handle = std::thread::Builder::new()
                 .name("accept".into())
                 .stack_size(128 * 1024)
-                .spawn(move || accept_loop(listener.socket, listener.tls, shared))?;
+                .spawn(move || accept_loop(listener.socket, listener.tls, ctx))?;
             info!("listening on {addr}{tls_note}");
             accept.push((addr, handle));
         }
-        if shared.limits.auth.is_some() {
+        if auth {
             info!("auth: sessions need ?token=, REST room listings an admin token");
         }
-        if !shared.limits.allowed_origins.is_empty() {
+        if origins {
             info!("origins: browser pages from other origins get 4403");
         }
         Ok(Server {
-            shared,
+            ctx,
+            failure,
             local_addr,
             tls_addr,
             tls_fingerprint: fingerprint,
             accept: Mutex::new(accept),
         })
+    }
+
+    /// Whether the router thread has failed (the server cannot work any more; its
+    /// `/healthz` answers 503). The binary exits with a non-zero status then.
+    pub fn failed(&self) -> bool {
+        self.failure.is_set()
+    }
+
+    /// Blocks until the router thread fails (for the binary's supervisor duty).
+    pub fn wait_failure(&self) {
+        self.failure.wait();
+    }
+
+    /// A handle that can wait for a router failure from another thread.
+    pub fn failure(&self) -> Arc<Failure> {
+        self.failure.clone()
     }
 
     /// The address of `--port` (useful with port 0): TLS if TLS runs alone.
@@ -237,7 +216,7 @@ impl Server {
     /// Stops accepting, closes every session with `going_away` (1001) and waits for the
     /// sessions to finish their closing handshake, at most about two close timeouts.
     pub fn shutdown(&self) {
-        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+        if self.ctx.stop() {
             return;
         }
         let accept = self
@@ -250,25 +229,9 @@ impl Server {
             let _ = TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1));
             let _ = handle.join();
         }
-        let _ = self.shared.router.send(Envelope {
-            cmd: Command::Shutdown,
-            reply: None,
-        });
-        let limits = &self.shared.limits;
-        let deadline = Instant::now() + limits.close_timeout * 2;
-        if let Ok(mut n) = self.shared.sessions.lock() {
-            while *n > 0 {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    warn!("{} sessions still closing at shutdown", *n);
-                    break;
-                }
-                match self.shared.sessions_zero.wait_timeout(n, left) {
-                    Ok((guard, _)) => n = guard,
-                    Err(_) => return,
-                }
-            }
-        }
+        let _ = self.ctx.router.send(Command::Shutdown);
+        let deadline = Instant::now() + self.ctx.limits.close_timeout * 2;
+        self.ctx.wait_sessions(deadline);
         info!("stopped");
     }
 }
@@ -288,14 +251,14 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, shared: Arc<Shared>) {
-    let cap = shared.limits.max_connections + shared.limits.max_http_connections;
+fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, ctx: Arc<Context>) {
+    let cap = ctx.limits.max_connections + ctx.limits.max_http_connections;
     // Zero capacity: a hand-off succeeds only if a spare thread is waiting right now.
     let (spares_tx, spares_rx) = bounded::<Conn>(0);
     loop {
         let (stream, remote) = match listener.accept() {
             Ok(pair) => pair,
-            Err(e) if shared.is_stopping() => {
+            Err(e) if ctx.is_stopping() => {
                 let _ = e;
                 return;
             }
@@ -311,15 +274,15 @@ fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, shared: Arc<Shared
                 continue;
             }
         };
-        if shared.is_stopping() {
+        if ctx.is_stopping() {
             return;
         }
-        if shared.connections.fetch_add(1, Ordering::AcqRel) >= cap {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
+        if ctx.connections.fetch_add(1, Ordering::AcqRel) >= cap {
+            ctx.connections.fetch_sub(1, Ordering::AcqRel);
             warn!("connection from {remote} dropped: {cap} connections open");
             continue;
         }
-        let guard = ConnectionGuard(shared.clone());
+        let guard = ConnectionGuard(ctx.clone());
         // Small frames must not wait for delayed ACKs (Nagle would add ~40 ms stalls).
         let _ = stream.set_nodelay(true);
         // A spare thread parked in `recv` takes the connection at once; otherwise a
@@ -334,12 +297,12 @@ fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, shared: Arc<Shared
             Ok(()) => continue,
             Err(e) => e.into_inner(),
         };
-        let shared = shared.clone();
+        let ctx = ctx.clone();
         let spares = spares_rx.clone();
         let spawned = std::thread::Builder::new()
             .name("conn".into())
-            .stack_size(shared.limits.thread_stack)
-            .spawn(move || connection_thread(conn, &shared, &spares));
+            .stack_size(ctx.limits.thread_stack)
+            .spawn(move || connection_thread(conn, &ctx, &spares));
         if let Err(e) = spawned {
             warn!("cannot start a thread for {remote}: {e}");
         }
@@ -367,7 +330,7 @@ const SPARE_IDLE: Duration = Duration::from_secs(30);
 
 /// One thread, one connection at a time; afterwards it waits as a spare (while fewer
 /// than `MAX_SPARE_THREADS` do) for the next one.
-fn connection_thread(first: Conn, shared: &Arc<Shared>, spares: &Receiver<Conn>) {
+fn connection_thread(first: Conn, ctx: &Arc<Context>, spares: &Receiver<Conn>) {
     let mut conn = first;
     loop {
         {
@@ -378,16 +341,16 @@ fn connection_thread(first: Conn, shared: &Arc<Shared>, spares: &Receiver<Conn>)
                 guard,
             } = conn;
             let _guard = guard;
-            http::serve(stream, tls.as_ref(), remote, shared.clone());
+            conn::serve(stream, tls.as_ref(), remote, ctx);
         }
-        if shared.is_stopping()
-            || shared.spare_threads.fetch_add(1, Ordering::AcqRel) >= MAX_SPARE_THREADS
+        if ctx.is_stopping()
+            || ctx.spare_threads.fetch_add(1, Ordering::AcqRel) >= MAX_SPARE_THREADS
         {
-            shared.spare_threads.fetch_sub(1, Ordering::AcqRel);
+            ctx.spare_threads.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let next = spares.recv_timeout(SPARE_IDLE);
-        shared.spare_threads.fetch_sub(1, Ordering::AcqRel);
+        ctx.spare_threads.fetch_sub(1, Ordering::AcqRel);
         match next {
             Ok(c) => conn = c,
             Err(_) => return,

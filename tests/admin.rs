@@ -9,7 +9,7 @@ use common::{get, get_json, http, start, start_with, wait_for_json, Client};
 use serde_json::json;
 
 fn admin_server() -> webrtc_signaling::Server {
-    start_with(|c| c.limits.admin = true)
+    start_with(|c| c.access.admin = true)
 }
 
 #[test]

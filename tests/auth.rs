@@ -113,7 +113,7 @@ fn ec_key_pair() -> (String, String) {
 
 /// A server that requires HS256 tokens signed with `SECRET`.
 fn auth_server() -> Server {
-    start_with(|c| c.auth_secret = Some(Secret::new(SECRET)))
+    start_with(|c| c.access.auth_secret = Some(Secret::new(SECRET)))
 }
 
 fn b64(v: &Value) -> String {
@@ -321,8 +321,8 @@ fn expired_token_within_the_leeway_is_accepted() {
 fn the_configured_leeway_is_the_one_applied() {
     let hs = Issuer::hs256(SECRET);
     let strict = start_with(|c| {
-        c.auth_secret = Some(Secret::new(SECRET));
-        c.auth_leeway = Duration::ZERO;
+        c.access.auth_secret = Some(Secret::new(SECRET));
+        c.access.auth_leeway = Duration::ZERO;
     });
     expect_unauthorized(
         strict.local_addr(),
@@ -331,8 +331,8 @@ fn the_configured_leeway_is_the_one_applied() {
         Some(&hs.peer_exp("room", "a", -10)),
     );
     let lenient = start_with(|c| {
-        c.auth_secret = Some(Secret::new(SECRET));
-        c.auth_leeway = Duration::from_secs(7200);
+        c.access.auth_secret = Some(Secret::new(SECRET));
+        c.access.auth_leeway = Duration::from_secs(7200);
     });
     let _a = join_with(
         lenient.local_addr(),
@@ -519,7 +519,7 @@ fn invalid_ids_are_still_4400_with_auth_on() {
 
 #[test]
 fn rs256_tokens_are_accepted_with_the_matching_public_key() {
-    let server = start_with(|c| c.auth_public_key = Some(RSA_PUBLIC.as_bytes().to_vec()));
+    let server = start_with(|c| c.access.auth_public_key = Some(RSA_PUBLIC.as_bytes().to_vec()));
     let addr = server.local_addr();
     let rs = Issuer::rs256();
     let mut a = join_with(addr, "room", "a", &rs.peer("room", "a"), &[]);
@@ -551,7 +551,7 @@ fn rs256_tokens_are_accepted_with_the_matching_public_key() {
 fn hs256_token_made_with_the_public_key_as_secret_is_4401_and_the_room_never_learns() {
     // Algorithm confusion: the RSA public key is public, so an HS256 token whose
     // HMAC key is its PEM text must not pass where only that public key is configured.
-    let server = start_with(|c| c.auth_public_key = Some(RSA_PUBLIC.as_bytes().to_vec()));
+    let server = start_with(|c| c.access.auth_public_key = Some(RSA_PUBLIC.as_bytes().to_vec()));
     let confused = Issuer::hs256(RSA_PUBLIC).peer("room", "x");
     assert_refused_unseen(&server, &Issuer::rs256(), Some(&confused));
 }
@@ -559,7 +559,7 @@ fn hs256_token_made_with_the_public_key_as_secret_is_4401_and_the_room_never_lea
 #[test]
 fn es256_tokens_are_accepted_with_the_matching_public_key() {
     let (private, public) = ec_key_pair();
-    let server = start_with(|c| c.auth_public_key = Some(public.into_bytes()));
+    let server = start_with(|c| c.access.auth_public_key = Some(public.into_bytes()));
     let addr = server.local_addr();
     let es = Issuer::es256(&private);
     let mut a = join_with(addr, "room", "a", &es.peer("room", "a"), &[]);
@@ -576,7 +576,7 @@ fn es256_tokens_are_accepted_with_the_matching_public_key() {
 fn es256_token_signed_by_another_key_is_4401_and_the_room_never_learns() {
     let (private, public) = ec_key_pair();
     let (other_private, _) = ec_key_pair();
-    let server = start_with(|c| c.auth_public_key = Some(public.into_bytes()));
+    let server = start_with(|c| c.access.auth_public_key = Some(public.into_bytes()));
     let forged = Issuer::es256(&other_private).peer("room", "x");
     assert_refused_unseen(&server, &Issuer::es256(&private), Some(&forged));
 }
@@ -584,8 +584,8 @@ fn es256_token_signed_by_another_key_is_4401_and_the_room_never_learns() {
 #[test]
 fn secret_and_public_key_together_accept_both_kinds_of_token() {
     let server = start_with(|c| {
-        c.auth_secret = Some(Secret::new(SECRET));
-        c.auth_public_key = Some(RSA_PUBLIC.as_bytes().to_vec());
+        c.access.auth_secret = Some(Secret::new(SECRET));
+        c.access.auth_public_key = Some(RSA_PUBLIC.as_bytes().to_vec());
     });
     let addr = server.local_addr();
     let mut a = join_with(
@@ -732,8 +732,8 @@ fn healthz_and_the_client_page_need_no_token() {
 #[test]
 fn ice_servers_need_a_token_of_any_kind() {
     let server = start_with(|c| {
-        c.auth_secret = Some(Secret::new(SECRET));
-        c.ice_servers = vec!["stun:stun.invalid:3478".to_owned()];
+        c.access.auth_secret = Some(Secret::new(SECRET));
+        c.ice.servers = vec!["stun:stun.invalid:3478".to_owned()];
     });
     let addr = server.local_addr();
     let hs = Issuer::hs256(SECRET);
@@ -784,8 +784,8 @@ fn ice_servers_need_a_token_of_any_kind() {
 #[test]
 fn kicking_needs_an_admin_token() {
     let server = start_with(|c| {
-        c.auth_secret = Some(Secret::new(SECRET));
-        c.limits.admin = true;
+        c.access.auth_secret = Some(Secret::new(SECRET));
+        c.access.admin = true;
     });
     let addr = server.local_addr();
     let hs = Issuer::hs256(SECRET);

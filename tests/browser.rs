@@ -368,12 +368,12 @@ mod scenario {
     /// `going_away (1001)`.
     pub fn h_client_plumbing(env: &Env) {
         // A server of its own: configured ICE servers, and shut down below.
-        let cfg = Config {
+        let mut cfg = Config {
             bind: "127.0.0.1".parse().unwrap(),
             port: 0,
-            ice_servers: vec!["stun:127.0.0.1:9".to_string()], // loopback; no call is made
             ..Config::default()
         };
+        cfg.ice.servers = vec!["stun:127.0.0.1:9".to_string()]; // loopback; no call is made
         let server = Server::start(cfg).expect("start the signaling server");
         let base = format!("http://{}", server.local_addr());
         // Records the URLs the page opens; `__failIce` makes the ICE fetch fail.
@@ -469,11 +469,11 @@ mod scenario {
         let mut cfg = Config {
             bind: "127.0.0.1".parse().unwrap(),
             port: 0,
-            tls_self_signed: true,
-            auth_secret: Some(Secret::new(SECRET)),
             ..Config::default()
         };
-        cfg.limits
+        cfg.tls.self_signed = true;
+        cfg.access.auth_secret = Some(Secret::new(SECRET));
+        cfg.access
             .allowed_origins
             .add("https://app.example")
             .expect("a valid origin");

@@ -58,7 +58,7 @@ fn json_format_writes_one_object_per_line_with_ts_level_and_msg() {
     assert_eq!(start["level"], "info");
     let relay = wait_msg(&mut server, "relay offer a -> b in room");
     assert_eq!(relay["level"], "debug");
-    assert_eq!(relay["target"], "webrtc_signaling::router");
+    assert_eq!(relay["target"], "webrtc_signaling::core::router");
     assert_eq!(relay["thread"], "router");
     b.close(1000);
     let lines = stop(server);

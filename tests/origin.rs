@@ -25,7 +25,7 @@ fn origins(list: &[&str]) -> Origins {
 
 /// A server that lets browsers on `APP` (and only there) open sessions.
 fn app_server() -> Server {
-    start_with(|c| c.limits.allowed_origins = origins(&[APP]))
+    start_with(|c| c.access.allowed_origins = origins(&[APP]))
 }
 
 /// Upgrade on `path` sending `Origin: origin` (no Origin header with `None`);
@@ -150,7 +150,7 @@ fn the_allowed_origin_joins_in_any_case_and_with_a_trailing_slash() {
 #[test]
 fn configured_origins_are_normalised_and_several_may_be_allowed() {
     let server = start_with(|c| {
-        c.limits.allowed_origins = origins(&["HTTPS://App.Example/", "http://localhost:3000"])
+        c.access.allowed_origins = origins(&["HTTPS://App.Example/", "http://localhost:3000"])
     });
     let addr = server.local_addr();
     let _a = join_origin(addr, "room", "a", Some(APP), &[]);
@@ -219,8 +219,8 @@ fn without_an_allow_list_every_origin_joins() {
 fn the_origin_is_checked_before_the_token() {
     let secret = "s3cret";
     let server = start_with(|c| {
-        c.limits.allowed_origins = origins(&[APP]);
-        c.auth_secret = Some(Secret::new(secret));
+        c.access.allowed_origins = origins(&[APP]);
+        c.access.auth_secret = Some(Secret::new(secret));
     });
     let addr = server.local_addr();
     let token = |room: &str, peer: &str| {

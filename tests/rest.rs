@@ -110,7 +110,7 @@ fn ice_servers_default_is_empty() {
 
 #[test]
 fn ice_servers_lists_configured_stun_server() {
-    let server = start_with(|c| c.ice_servers = vec!["stun:stun.example.org:3478".to_string()]);
+    let server = start_with(|c| c.ice.servers = vec!["stun:stun.example.org:3478".to_string()]);
     get(server.local_addr(), "/webrtc/ice-servers").assert_json(
         200,
         json!({"iceServers": [{"urls": ["stun:stun.example.org:3478"]}], "ttl": 0}),
@@ -120,7 +120,7 @@ fn ice_servers_lists_configured_stun_server() {
 #[test]
 fn ice_servers_lists_each_configured_url_in_order() {
     let server = start_with(|c| {
-        c.ice_servers = vec![
+        c.ice.servers = vec![
             "stun:b.example.org:3478".to_string(),
             "stun:a.example.org:19302".to_string(),
         ]

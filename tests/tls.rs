@@ -71,8 +71,8 @@ fn client_config() -> Arc<ClientConfig> {
 }
 
 fn tls_config(c: &mut Config) {
-    c.tls_cert = Some(pki().cert.clone());
-    c.tls_key = Some(pki().key.clone());
+    c.tls.cert = Some(pki().cert.clone());
+    c.tls.key = Some(pki().key.clone());
 }
 
 fn start_tls(f: impl FnOnce(&mut Config)) -> Server {
@@ -352,7 +352,7 @@ fn plain_http_on_the_tls_port_is_told_to_use_tls() {
 fn plain_and_tls_ports_share_rooms() {
     let server = common::start_with(|c| {
         tls_config(c);
-        c.tls_port = Some(0);
+        c.tls.port = Some(0);
     });
     let plain = server.local_addr();
     let tls = server.tls_addr().expect("a TLS port");
@@ -478,7 +478,7 @@ impl ServerCertVerifier for Recorder {
 /// SHA-256 is the fingerprint the server reports.
 #[test]
 fn self_signed_certificate_matches_the_reported_fingerprint() {
-    let server = common::start_with(|c| c.tls_self_signed = true);
+    let server = common::start_with(|c| c.tls.self_signed = true);
     let addr = server.local_addr();
     let fingerprint = server.tls_fingerprint().expect("a fingerprint").to_owned();
     let recorder = Arc::new(Recorder(Mutex::new(None), provider()));

@@ -277,9 +277,9 @@ fn coturn_allocates_with_our_credentials_and_refuses_expired_or_forged_ones() {
     let coturn = Coturn::start(&turnserver);
     let turn_url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
     let server = common::start_with(|c| {
-        c.ice_servers = vec!["stun:127.0.0.1:9".to_owned(), turn_url.clone()];
-        c.limits.turn_secret = Some(Secret::new(SECRET));
-        c.limits.turn_ttl = Duration::from_secs(TTL);
+        c.ice.servers = vec!["stun:127.0.0.1:9".to_owned(), turn_url.clone()];
+        c.ice.turn_secret = Some(Secret::new(SECRET));
+        c.ice.turn_ttl = Duration::from_secs(TTL);
     });
     let addr = server.local_addr();
 

@@ -12,8 +12,10 @@
 //! otherwise, so nothing spins, even with every thread on one core.
 
 use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const RUNNING: u8 = 0;
@@ -27,19 +29,46 @@ const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
 
 extern "C" fn on_wake_signal(_: libc::c_int) {}
 
-fn install_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (empty).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_wake_signal as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            // No SA_RESTART: ppoll must return EINTR.
-            action.sa_flags = 0;
-            libc::sigaction(WAKE_SIGNAL, &action, std::ptr::null_mut());
-        }
-    });
+/// Installs the wake signal's handler, once per process. A handler that a host
+/// program already installed is never overwritten: the server refuses to start
+/// instead, with a clear error (chaining a foreign handler from ours could call it
+/// for our wake-ups, which it does not expect).
+pub fn install() -> io::Result<()> {
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            // SAFETY: sigaction with a null new action only reads the current one
+            // into a zeroed, valid struct.
+            let current = unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(WAKE_SIGNAL, std::ptr::null(), &mut old) != 0 {
+                    return Err(io::Error::last_os_error().to_string());
+                }
+                old.sa_sigaction
+            };
+            let ours = on_wake_signal as *const () as libc::sighandler_t;
+            if current != libc::SIG_DFL && current != libc::SIG_IGN && current != ours {
+                return Err("SIGURG already has a handler in this process; the server \
+                            needs SIGURG to wake its session threads"
+                    .to_owned());
+            }
+            // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe
+            // (empty).
+            let rc = unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = ours;
+                libc::sigemptyset(&mut action.sa_mask);
+                // No SA_RESTART: ppoll must return EINTR.
+                action.sa_flags = 0;
+                libc::sigaction(WAKE_SIGNAL, &action, std::ptr::null_mut())
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error().to_string());
+            }
+            Ok(())
+        })
+        .clone()
+        .map_err(io::Error::other)
 }
 
 /// The handle other threads use to wake the owning thread.
@@ -76,17 +105,19 @@ impl Waker {
     }
 }
 
-/// The owning thread's side: blocks the wake signal outside `ppoll`.
+/// The owning thread's side: blocks the wake signal outside `ppoll`. It must stay
+/// on the thread that made it (the signal is sent to that thread): not `Send`.
 pub struct Parker {
-    waker: std::sync::Arc<Waker>,
+    waker: Arc<Waker>,
     /// The thread's signal mask with the wake signal unblocked, for `ppoll`.
     poll_mask: libc::sigset_t,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Parker {
     /// Sets up the calling thread; the returned parker must stay on this thread.
     pub fn for_current_thread() -> io::Result<Parker> {
-        install_handler();
+        install()?;
         // SAFETY: plain libc calls on valid, initialised signal sets.
         let poll_mask = unsafe {
             let mut block: libc::sigset_t = std::mem::zeroed();
@@ -101,7 +132,8 @@ impl Parker {
             old
         };
         Ok(Parker {
-            waker: std::sync::Arc::new(Waker {
+            _not_send: PhantomData,
+            waker: Arc::new(Waker {
                 state: AtomicU8::new(RUNNING),
                 in_flight: AtomicU32::new(0),
                 // SAFETY: always safe.
@@ -111,7 +143,7 @@ impl Parker {
         })
     }
 
-    pub fn waker(&self) -> std::sync::Arc<Waker> {
+    pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
     }
 
@@ -125,9 +157,14 @@ impl Parker {
 
     /// Waits until `fd` has one of `events`, a wake-up arrives, or `timeout` passes.
     /// Returns the ready events (0 on timeout or wake-up).
-    pub fn poll(&self, fd: libc::c_int, events: libc::c_short, timeout: Duration) -> libc::c_short {
+    pub fn poll(
+        &self,
+        fd: BorrowedFd<'_>,
+        events: libc::c_short,
+        timeout: Duration,
+    ) -> libc::c_short {
         let mut pfd = libc::pollfd {
-            fd,
+            fd: fd.as_raw_fd(),
             events,
             revents: 0,
         };

@@ -2,14 +2,15 @@
 //!
 //! Two views of one connection. [`Stream`] blocks, but never past a deadline: the
 //! HTTP phase (TLS handshake, request heads, responses) and refusals use it. [`Io`]
-//! never blocks (`MSG_DONTWAIT` on every socket call): a session thread waits only in
-//! `ppoll`, so a relayed message still reaches a peer whose thread waits for its
-//! client. rustls fits that model as it is: it never touches the socket itself, we
-//! feed it with `read_tls`/`write_tls`, so TLS stays full duplex on one thread.
+//! never blocks (the socket is switched to non-blocking mode): a session thread waits
+//! only in `ppoll`, so a relayed message still reaches a peer whose thread waits for
+//! its client. rustls fits that model as it is: it never touches the socket itself,
+//! we feed it with `read_tls`/`write_tls`, so TLS stays full duplex on one thread.
+//! No raw file descriptors: every call goes through the `TcpStream` it borrows.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use crate::metrics::Metrics;
@@ -87,17 +88,11 @@ impl Stream {
         }
     }
 
-    /// The session's view of the same connection (plaintext the client sent past its
-    /// request head stays in the TLS state, where [`Io`] reads it first).
-    pub fn into_io(self, metrics: &Metrics) -> (TcpStream, Io<'_>) {
-        let io = Io {
-            raw: Raw {
-                fd: self.tcp.as_raw_fd(),
-                metrics,
-            },
-            tls: self.tls,
-        };
-        (self.tcp, io)
+    /// Splits into the socket and its TLS state, for the session's non-blocking view
+    /// ([`Io::new`]); plaintext the client sent past its request head stays in the
+    /// TLS state, where [`Io`] reads it first.
+    pub fn into_parts(self) -> (TcpStream, Option<Tls>) {
+        (self.tcp, self.tls)
     }
 }
 
@@ -186,41 +181,24 @@ impl Write for Stream {
     }
 }
 
-/// The socket itself, every call non-blocking; counts the bytes both ways.
+/// The socket itself, in non-blocking mode; counts the bytes both ways.
 struct Raw<'a> {
-    fd: RawFd,
+    tcp: &'a TcpStream,
     metrics: &'a Metrics,
 }
 
 impl Read for Raw<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `fd` is the session's open socket; `buf` is valid for its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let n = (&mut &*self.tcp).read(buf)?;
         self.metrics.received(n);
         Ok(n)
     }
 }
 
 impl Write for Raw<'_> {
+    /// std sends with `MSG_NOSIGNAL`: a closed peer is an error, never SIGPIPE.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: as above.
-        let n = unsafe {
-            libc::send(
-                self.fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let n = (&mut &*self.tcp).write(buf)?;
         self.metrics.sent(n);
         Ok(n)
     }
@@ -230,8 +208,8 @@ impl Write for Raw<'_> {
     }
 }
 
-/// A session's connection as tungstenite sees it: plaintext in and out, never
-/// blocking (`WouldBlock` instead), so the session thread only ever waits in `ppoll`.
+/// A session's connection: plaintext in and out, never blocking (`WouldBlock`
+/// instead), so the session thread only ever waits in `ppoll`.
 ///
 /// With TLS, "the socket is full" means encrypted records are still waiting: `write`
 /// then takes no more plaintext and `flush` reports `WouldBlock`, so back-pressure and
@@ -241,9 +219,19 @@ pub struct Io<'a> {
     tls: Option<Tls>,
 }
 
-impl Io<'_> {
-    pub fn fd(&self) -> RawFd {
-        self.raw.fd
+impl<'a> Io<'a> {
+    /// The session's view of `tcp` (switched to non-blocking mode).
+    pub fn new(tcp: &'a TcpStream, tls: Option<Tls>, metrics: &'a Metrics) -> io::Result<Self> {
+        tcp.set_nonblocking(true)?;
+        Ok(Io {
+            raw: Raw { tcp, metrics },
+            tls,
+        })
+    }
+
+    /// The socket, to wait on.
+    pub fn fd(&self) -> BorrowedFd<'a> {
+        self.raw.tcp.as_fd()
     }
 
     /// Queues TLS `close_notify`; the next flush sends it.

@@ -8,16 +8,27 @@
 //! ```
 //!
 //! `ts` is UTC (RFC 3339, milliseconds), `level` one of `error` `warn` `info` `debug`
-//! `trace`, `target` the module that logged, `thread` the thread's name (`conn`,
-//! `ws-writer`, `router`, `accept`, `main`). Each line is written with one `write`
-//! call on a locked stderr, so lines from different threads never interleave.
+//! `trace`, `target` the module that logged, `thread` the thread's name (`conn` for
+//! connection and session threads, `router`, `accept`, `main`). Each line is written
+//! with one `write` call on a locked stderr, so lines from different threads never
+//! interleave.
 
 use std::io::{IsTerminal, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use log::{LevelFilter, Log, Metadata, Record};
+use time::macros::format_description;
+use time::OffsetDateTime;
 
-use crate::config::LogFormat;
+/// How the binary writes its log lines to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// simplelog's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`ts`, `level`, `target`, `thread`, `msg`).
+    Json,
+}
 
 /// Installs the process-wide logger. Fails only if one is already installed.
 pub fn init(format: LogFormat, level: LevelFilter) -> Result<(), log::SetLoggerError> {
@@ -35,7 +46,7 @@ pub fn init(format: LogFormat, level: LevelFilter) -> Result<(), log::SetLoggerE
             simplelog::TermLogger::init(level, config, simplelog::TerminalMode::Stderr, color)
         }
         LogFormat::Json => {
-            log::set_boxed_logger(Box::new(JsonLogger { level }))?;
+            log::set_boxed_logger(Box::new(JsonLogger::new(level)))?;
             log::set_max_level(level);
             Ok(())
         }
@@ -94,38 +105,17 @@ pub fn json_line(record: &Record, now: SystemTime) -> String {
 
 /// `2025-01-31T12:00:00.123Z` (UTC).
 pub fn rfc3339_millis(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::from(t)
+        .format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn timestamps_are_utc_rfc3339_with_millis() {

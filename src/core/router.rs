@@ -1,0 +1,609 @@
+//! The room state machine: who is in which room, who receives what, and when a peer
+//! that does not keep up is dropped. Pure: commands and `now` in, [`Output`]s out.
+//!
+//! The router never blocks, sleeps or retries. It knows how many messages each
+//! session's queue can still take (its *credit*, refilled when the session reports
+//! what it consumed), so every [`Output::Deliver`] fits. A message that does not fit
+//! waits here in the target's backlog, in order, and its sender is paused until the
+//! backlog is gone: back-pressure without a wait. A target whose socket is full
+//! (reported as [`Command::Stalled`]) while it has a backlog is a slow consumer
+//! (PROTOCOL.md §5: socket buffer full *and* queue at its bound), and so is one whose
+//! backlog reaches [`RouterLimits::max_backlog`]. Because every join, leave and relay
+//! passes through this one sequential machine, §3's ordering holds by construction.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, info};
+
+use crate::metrics::Metrics;
+use crate::protocol::{outbound, CloseReason, ErrorCode, PeerId, RelayKind, RoomId};
+
+/// A text frame ready for the socket (clones share one buffer). A relayed message also
+/// carries the moment the sender's session read it, for the relay latency histogram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text {
+    frame: tungstenite::Utf8Bytes,
+    read_at: Option<Instant>,
+}
+
+impl Text {
+    /// A relayed message, read from the sender's socket at `read_at`.
+    pub fn relayed(frame: impl Into<tungstenite::Utf8Bytes>, read_at: Instant) -> Self {
+        Text {
+            frame: frame.into(),
+            read_at: Some(read_at),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.frame.as_str()
+    }
+
+    /// When the sender's session read it (relayed messages only).
+    pub fn read_at(&self) -> Option<Instant> {
+        self.read_at
+    }
+
+    pub fn into_frame(self) -> tungstenite::Utf8Bytes {
+        self.frame
+    }
+}
+
+/// A message of the server's own (`existing_peers`, `peer_joined`, an error...).
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text {
+            frame: s.into(),
+            read_at: None,
+        }
+    }
+}
+
+/// Names one session; never reused, so a late command of an ended session cannot
+/// touch a new session of the same peer id.
+pub type SessionId = u64;
+
+/// What a session or an HTTP handler asks of the router.
+#[derive(Debug)]
+pub enum Command {
+    /// Admit `peer` into `room` (limits, unique id), announce it both ways.
+    Join {
+        room: RoomId,
+        peer: PeerId,
+        session: SessionId,
+    },
+    /// The session has ended: the room hears `peer_left` once.
+    Leave {
+        session: SessionId,
+    },
+    /// A validated message from `session` for `target` in its room.
+    Relay {
+        session: SessionId,
+        kind: RelayKind,
+        target: PeerId,
+        text: Text,
+    },
+    /// The session took `taken` messages off its queue since its last report.
+    Drained {
+        session: SessionId,
+        taken: usize,
+    },
+    /// The session's socket refuses data and it takes nothing off its queue (or, with
+    /// `false`, it writes again).
+    Stalled {
+        session: SessionId,
+        stalled: bool,
+    },
+    ListRooms,
+    ListPeers {
+        room: RoomId,
+    },
+    /// Operator action: end `peer`'s session, or with `None` every session of the
+    /// room, with `kicked` (4403).
+    Kick {
+        room: RoomId,
+        peer: Option<PeerId>,
+    },
+    /// Close every session with `going_away` and refuse new ones.
+    Shutdown,
+}
+
+/// One row of `GET /webrtc/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomSummary {
+    pub room_id: RoomId,
+    pub peer_count: usize,
+}
+
+/// The router's immediate answer to a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    Done,
+    Joined,
+    Refused(CloseReason),
+    Rooms(Vec<RoomSummary>),
+    /// `None`: no such room.
+    Peers(Option<Vec<PeerId>>),
+    /// `Kick`: the peers whose sessions were ended, in join order.
+    Kicked(Vec<PeerId>),
+    /// `Kick`: the room has no peers.
+    RoomNotFound,
+    /// `Kick`: the room exists but the peer is not in it.
+    PeerNotFound,
+}
+
+/// What the router wants done; its driver carries these out in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Push onto the session's queue (it has room: the router counted).
+    Deliver {
+        to: SessionId,
+        text: Text,
+    },
+    /// Ask the session to report [`Command::Drained`] at its next chance.
+    WantDrained {
+        session: SessionId,
+    },
+    /// Stop reading the session's client until [`Output::Resume`].
+    Pause {
+        session: SessionId,
+    },
+    Resume {
+        session: SessionId,
+    },
+    /// End the session with `reason`; the router has already forgotten it.
+    Close {
+        session: SessionId,
+        reason: CloseReason,
+    },
+    /// The session left by itself and the router has forgotten it.
+    Forget {
+        session: SessionId,
+    },
+}
+
+/// The limits the router enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    pub max_sessions: usize,
+    pub max_room_peers: usize,
+    /// Capacity of each session's queue.
+    pub peer_queue: usize,
+    /// Messages that may wait in the router for one session beyond its queue.
+    pub max_backlog: usize,
+}
+
+/// Session ids are sequential: a multiplicative hash spreads them well enough, at a
+/// fraction of SipHash's cost on the relay path.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type IdMap<V> = HashMap<SessionId, V, BuildHasherDefault<IdHasher>>;
+
+struct Member {
+    room: RoomId,
+    peer: PeerId,
+    /// Free slots in the session's queue, as far as the router knows.
+    credit: usize,
+    /// A [`Output::WantDrained`] is outstanding.
+    asked: bool,
+    /// Messages that did not fit in the queue, oldest first.
+    backlog: VecDeque<Text>,
+    /// The session's socket is full and it takes nothing off its queue.
+    stalled: bool,
+    /// Senders paused until this member's backlog is gone.
+    holding: Vec<SessionId>,
+    /// How many members' backlogs hold this member paused.
+    held_by: usize,
+}
+
+/// Members in join order. Rooms are small (a mesh call), so a scan beats hashing.
+struct Room {
+    members: Vec<(PeerId, SessionId)>,
+}
+
+/// All room state of the server.
+pub struct Router {
+    rooms: BTreeMap<RoomId, Room>,
+    members: IdMap<Member>,
+    limits: RouterLimits,
+    shutting_down: bool,
+    metrics: Arc<Metrics>,
+    out: VecDeque<Output>,
+}
+
+impl Router {
+    /// A router that counts into metrics of its own (nobody scrapes them).
+    pub fn new(limits: RouterLimits) -> Self {
+        Self::with_metrics(limits, Arc::new(Metrics::new(limits.peer_queue)))
+    }
+
+    /// A router that counts sessions, rooms, relays and its errors into `metrics`.
+    pub fn with_metrics(limits: RouterLimits, metrics: Arc<Metrics>) -> Self {
+        Router {
+            rooms: BTreeMap::new(),
+            members: IdMap::default(),
+            limits: RouterLimits {
+                peer_queue: limits.peer_queue.max(1),
+                ..limits
+            },
+            shutting_down: false,
+            metrics,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Number of admitted sessions.
+    pub fn sessions(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The next thing to carry out, in the order the router decided them.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Router::handle_timeout`] wants to run next (`None`: no timer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Runs what is due at `now`.
+    pub fn handle_timeout(&mut self, _now: Instant) {}
+
+    /// Applies one command; outputs wait in [`Router::poll_output`].
+    pub fn handle(&mut self, cmd: Command, _now: Instant) -> Reply {
+        match cmd {
+            Command::Join {
+                room,
+                peer,
+                session,
+            } => self.join(room, peer, session),
+            Command::Leave { session } => {
+                self.remove(session, None);
+                Reply::Done
+            }
+            Command::Relay {
+                session,
+                kind,
+                target,
+                text,
+            } => {
+                self.relay(session, kind, &target, text);
+                Reply::Done
+            }
+            Command::Drained { session, taken } => {
+                self.drained(session, taken);
+                Reply::Done
+            }
+            Command::Stalled { session, stalled } => {
+                if let Some(m) = self.members.get_mut(&session) {
+                    m.stalled = stalled;
+                    if stalled && !m.backlog.is_empty() {
+                        self.remove(session, Some(CloseReason::SlowConsumer));
+                    }
+                }
+                Reply::Done
+            }
+            Command::ListRooms => Reply::Rooms(
+                self.rooms
+                    .iter()
+                    .map(|(id, r)| RoomSummary {
+                        room_id: id.clone(),
+                        peer_count: r.members.len(),
+                    })
+                    .collect(),
+            ),
+            Command::ListPeers { room } => Reply::Peers(
+                self.rooms
+                    .get(&room)
+                    .map(|r| r.members.iter().map(|(p, _)| p.clone()).collect()),
+            ),
+            Command::Kick { room, peer } => self.kick(room, peer),
+            Command::Shutdown => {
+                self.shutting_down = true;
+                let everyone: Vec<SessionId> = self.members.keys().copied().collect();
+                self.rooms.clear();
+                for session in everyone {
+                    self.forget(session, Some(CloseReason::GoingAway));
+                }
+                self.publish_population();
+                Reply::Done
+            }
+        }
+    }
+
+    fn publish_population(&self) {
+        self.metrics
+            .set_population(self.members.len(), self.rooms.len());
+    }
+
+    fn join(&mut self, room_id: RoomId, peer: PeerId, session: SessionId) -> Reply {
+        if self.shutting_down {
+            return Reply::Refused(CloseReason::GoingAway);
+        }
+        if self.members.len() >= self.limits.max_sessions {
+            return Reply::Refused(CloseReason::ServerFull);
+        }
+        let room = self.rooms.entry(room_id.clone()).or_insert(Room {
+            members: Vec::new(),
+        });
+        if room.members.iter().any(|(p, _)| *p == peer) {
+            return Reply::Refused(CloseReason::PeerIdTaken);
+        }
+        if room.members.len() >= self.limits.max_room_peers {
+            return Reply::Refused(CloseReason::RoomFull);
+        }
+        let existing: Vec<&PeerId> = room.members.iter().map(|(p, _)| p).collect();
+        let welcome: Text = outbound::existing_peers(&existing).into();
+        let others: Vec<SessionId> = room.members.iter().map(|&(_, s)| s).collect();
+        room.members.push((peer.clone(), session));
+        self.members.insert(
+            session,
+            Member {
+                room: room_id,
+                peer: peer.clone(),
+                credit: self.limits.peer_queue,
+                asked: false,
+                backlog: VecDeque::new(),
+                stalled: false,
+                holding: Vec::new(),
+                held_by: 0,
+            },
+        );
+        self.publish_population();
+        // A new, empty queue: the welcome always fits.
+        let mut slow = Vec::new();
+        self.deliver(session, welcome, None, &mut slow);
+        let joined: Text = outbound::peer_joined(&peer).into();
+        for other in others {
+            self.deliver(other, joined.clone(), None, &mut slow);
+        }
+        self.evict_all(slow);
+        Reply::Joined
+    }
+
+    fn relay(&mut self, session: SessionId, kind: RelayKind, target: &PeerId, text: Text) {
+        // A sender that already left (or was evicted) must not be heard after peer_left.
+        let Some(from) = self.members.get(&session) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&from.room) else {
+            return;
+        };
+        let to = room
+            .members
+            .iter()
+            .find(|(p, s)| p == target && *s != session)
+            .map(|&(_, s)| s);
+        let mut slow = Vec::new();
+        match to {
+            Some(to) => {
+                debug!(
+                    "relay {} {} -> {target} in {}",
+                    kind.as_str(),
+                    from.peer,
+                    from.room
+                );
+                if self.deliver(to, text, Some(session), &mut slow) {
+                    self.metrics.relayed(kind);
+                }
+            }
+            None => {
+                let msg = format!(
+                    "peer {:?} is not in room {:?}",
+                    target.as_str(),
+                    from.room.as_str()
+                );
+                let err: Text = outbound::error(ErrorCode::PeerNotFound, &msg).into();
+                if self.deliver(session, err, Some(session), &mut slow) {
+                    self.metrics.error_sent(ErrorCode::PeerNotFound);
+                }
+            }
+        }
+        self.evict_all(slow);
+    }
+
+    /// Queues `text` for `to`: onto its queue if it has credit, else into its backlog
+    /// (pausing `sender`). A target that cannot take it is pushed onto `slow`.
+    /// `true` if the message is on its way.
+    fn deliver(
+        &mut self,
+        to: SessionId,
+        text: Text,
+        sender: Option<SessionId>,
+        slow: &mut Vec<SessionId>,
+    ) -> bool {
+        let Some(m) = self.members.get_mut(&to) else {
+            return false;
+        };
+        let cap = self.limits.peer_queue;
+        if m.backlog.is_empty() && m.credit > 0 {
+            m.credit -= 1;
+            self.out.push_back(Output::Deliver { to, text });
+            if m.credit <= cap / 2 && !m.asked {
+                m.asked = true;
+                self.out.push_back(Output::WantDrained { session: to });
+            }
+            self.metrics.queue_len(cap - m.credit);
+            return true;
+        }
+        if m.stalled || m.backlog.len() >= self.limits.max_backlog {
+            if !slow.contains(&to) {
+                slow.push(to);
+            }
+            return false;
+        }
+        m.backlog.push_back(text);
+        self.metrics.queue_len(cap + m.backlog.len());
+        if !m.asked {
+            m.asked = true;
+            self.out.push_back(Output::WantDrained { session: to });
+        }
+        if let Some(sender) = sender {
+            self.hold(sender, to);
+        }
+        true
+    }
+
+    /// Pauses `sender` until `target`'s backlog is gone.
+    fn hold(&mut self, sender: SessionId, target: SessionId) {
+        let Some(t) = self.members.get_mut(&target) else {
+            return;
+        };
+        if t.holding.contains(&sender) {
+            return;
+        }
+        t.holding.push(sender);
+        if let Some(s) = self.members.get_mut(&sender) {
+            s.held_by += 1;
+            if s.held_by == 1 {
+                self.out.push_back(Output::Pause { session: sender });
+            }
+        }
+    }
+
+    /// Lets go of the senders `holding` paused (the holder's backlog is gone, or so is
+    /// the holder).
+    fn release(&mut self, holding: Vec<SessionId>) {
+        for sender in holding {
+            if let Some(s) = self.members.get_mut(&sender) {
+                s.held_by = s.held_by.saturating_sub(1);
+                if s.held_by == 0 {
+                    self.out.push_back(Output::Resume { session: sender });
+                }
+            }
+        }
+    }
+
+    fn drained(&mut self, session: SessionId, taken: usize) {
+        let cap = self.limits.peer_queue;
+        let Some(m) = self.members.get_mut(&session) else {
+            return;
+        };
+        m.credit = (m.credit + taken).min(cap);
+        m.asked = false;
+        while m.credit > 0 {
+            let Some(text) = m.backlog.pop_front() else {
+                break;
+            };
+            m.credit -= 1;
+            self.out.push_back(Output::Deliver { to: session, text });
+        }
+        if !m.backlog.is_empty() || m.credit <= cap / 2 {
+            m.asked = true;
+            self.out.push_back(Output::WantDrained { session });
+        }
+        if m.backlog.is_empty() && !m.holding.is_empty() {
+            let holding = std::mem::take(&mut m.holding);
+            self.release(holding);
+        }
+    }
+
+    /// Ends one peer's session like an eviction (the rest of the room gets one
+    /// `peer_left`), or the whole room's: then nobody is left to tell, so no
+    /// `peer_left` goes to peers that are being closed themselves.
+    fn kick(&mut self, room_id: RoomId, peer: Option<PeerId>) -> Reply {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return Reply::RoomNotFound;
+        };
+        match peer {
+            Some(peer) => match room.members.iter().find(|(p, _)| *p == peer) {
+                Some(&(_, session)) => {
+                    self.remove(session, Some(CloseReason::Kicked));
+                    Reply::Kicked(vec![peer])
+                }
+                None => Reply::PeerNotFound,
+            },
+            None => {
+                let Some(room) = self.rooms.remove(&room_id) else {
+                    return Reply::RoomNotFound;
+                };
+                info!("kicking every peer of {room_id}");
+                let mut kicked = Vec::with_capacity(room.members.len());
+                for (peer, session) in room.members {
+                    self.forget(session, Some(CloseReason::Kicked));
+                    kicked.push(peer);
+                }
+                self.publish_population();
+                Reply::Kicked(kicked)
+            }
+        }
+    }
+
+    fn evict_all(&mut self, slow: Vec<SessionId>) {
+        for session in slow {
+            self.remove(session, Some(CloseReason::SlowConsumer));
+        }
+    }
+
+    /// Removes a member and tells the rest of its room. Telling may find more slow
+    /// consumers; they are removed in turn, so each `peer_left` is sent exactly once.
+    fn remove(&mut self, session: SessionId, reason: Option<CloseReason>) {
+        let mut pending = vec![(session, reason)];
+        while let Some((session, reason)) = pending.pop() {
+            let Some(gone) = self.forget(session, reason) else {
+                continue;
+            };
+            let Some(room) = self.rooms.get_mut(&gone.room) else {
+                continue;
+            };
+            room.members.retain(|&(_, s)| s != session);
+            if room.members.is_empty() {
+                self.rooms.remove(&gone.room);
+                continue;
+            }
+            let others: Vec<SessionId> = room.members.iter().map(|&(_, s)| s).collect();
+            let left: Text = outbound::peer_left(&gone.peer).into();
+            let mut slow = Vec::new();
+            for other in others {
+                self.deliver(other, left.clone(), None, &mut slow);
+            }
+            for s in slow {
+                if !pending.iter().any(|&(p, _)| p == s) {
+                    pending.push((s, Some(CloseReason::SlowConsumer)));
+                }
+            }
+        }
+        self.publish_population();
+    }
+
+    /// Drops a member from the session table (not from its room's list) and tells the
+    /// driver: [`Output::Close`] with a reason, else [`Output::Forget`].
+    fn forget(&mut self, session: SessionId, reason: Option<CloseReason>) -> Option<Member> {
+        let mut gone = self.members.remove(&session)?;
+        match reason {
+            Some(reason) => {
+                if reason != CloseReason::GoingAway {
+                    info!("evicting {} from {}: {reason}", gone.peer, gone.room);
+                }
+                self.out.push_back(Output::Close { session, reason });
+            }
+            None => self.out.push_back(Output::Forget { session }),
+        }
+        let holding = std::mem::take(&mut gone.holding);
+        self.release(holding);
+        Some(gone)
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

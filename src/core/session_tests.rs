@@ -1,0 +1,1 @@
+//! Unit tests of a session's rules, fed with client frames from memory.

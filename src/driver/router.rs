@@ -1,0 +1,337 @@
+//! The router thread: the one owner of room state. It takes commands from a bounded
+//! channel, runs them through [`Router`], and carries out the outputs: pushes onto
+//! session queues (which always have room: the router counts), flags, and wake-ups,
+//! one per session per turn. Its only wait is for its own channel or the router's
+//! next deadline; nothing it does can block on a session.
+//!
+//! A panic in the router is not survivable (the room state is gone): every session
+//! is told `going_away`, the handle reports [`RouterHandle::failed`] (so `/healthz`
+//! answers 503), and whoever waits on [`Failure`] (the binary) ends the process with
+//! a non-zero status, so a supervisor restarts it.
+
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use log::error;
+
+use super::wake::Waker;
+use crate::core::router::{Command, IdMap, Output, Reply, Router, Text};
+use crate::hooks::RouterHook;
+use crate::protocol::CloseReason;
+
+/// Commands taken per turn before the sessions that got work are woken: a burst
+/// costs one wake-up per session, not one per message.
+const BATCH: usize = 64;
+
+/// The router's switches on one session, shared with its thread.
+pub struct Ctl {
+    close: OnceLock<CloseReason>,
+    paused: AtomicBool,
+    want_drained: AtomicBool,
+    waker: Arc<Waker>,
+}
+
+impl Ctl {
+    pub fn new(waker: Arc<Waker>) -> Self {
+        Ctl {
+            close: OnceLock::new(),
+            paused: AtomicBool::new(false),
+            want_drained: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    /// Ends the session with `reason` (the first reason wins) and wakes it.
+    pub fn close(&self, reason: CloseReason) {
+        if self.close.set(reason).is_ok() {
+            self.waker.wake();
+        }
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close.get().copied()
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Whether the router asked for a [`Command::Drained`] report (and the request is
+    /// taken).
+    pub fn take_want_drained(&self) -> bool {
+        self.want_drained.load(Ordering::Acquire) && self.want_drained.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn wants_drained(&self) -> bool {
+        self.want_drained.load(Ordering::Acquire)
+    }
+}
+
+/// What the router thread holds of a session: its queue's sending end and its switches.
+pub struct Link {
+    pub queue: Sender<Text>,
+    pub ctl: Arc<Ctl>,
+}
+
+/// A command on its way to the router thread.
+pub struct Envelope {
+    pub cmd: Command,
+    /// With a `Join`: the new session's link.
+    pub link: Option<Link>,
+    pub reply: Option<Sender<Reply>>,
+}
+
+/// Set when the router thread has died; [`Failure::wait`] returns then.
+#[derive(Default)]
+pub struct Failure {
+    failed: Mutex<bool>,
+    cond: Condvar,
+    flag: AtomicBool,
+}
+
+impl Failure {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        if let Ok(mut f) = self.failed.lock() {
+            *f = true;
+            self.cond.notify_all();
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Blocks until the router has failed.
+    pub fn wait(&self) {
+        let Ok(mut f) = self.failed.lock() else {
+            return;
+        };
+        while !*f {
+            match self.cond.wait(f) {
+                Ok(g) => f = g,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// How connection threads reach the router.
+#[derive(Clone)]
+pub struct RouterHandle {
+    tx: Sender<Envelope>,
+    failure: Arc<Failure>,
+}
+
+/// The router thread is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl RouterHandle {
+    /// Sends a command that needs no answer. Waits while the router's queue is full:
+    /// the router never waits for anyone, so it drains it.
+    pub fn send(&self, cmd: Command) -> Result<(), Gone> {
+        self.tx
+            .send(Envelope {
+                cmd,
+                link: None,
+                reply: None,
+            })
+            .map_err(|_| Gone)
+    }
+
+    /// Asks and waits for the answer, at most `timeout` for each of the two steps.
+    pub fn ask(
+        &self,
+        cmd: Command,
+        link: Option<Link>,
+        timeout: Option<Duration>,
+    ) -> Option<Reply> {
+        let (tx, rx) = bounded(1);
+        let envelope = Envelope {
+            cmd,
+            link,
+            reply: Some(tx),
+        };
+        match timeout {
+            Some(t) => {
+                self.tx.send_timeout(envelope, t).ok()?;
+                rx.recv_timeout(t).ok()
+            }
+            None => {
+                self.tx.send(envelope).ok()?;
+                rx.recv().ok()
+            }
+        }
+    }
+
+    /// Whether the router thread died.
+    pub fn failed(&self) -> bool {
+        self.failure.is_set()
+    }
+
+    pub fn failure(&self) -> Arc<Failure> {
+        self.failure.clone()
+    }
+}
+
+/// Starts the router thread with `router` and a queue of `capacity` commands.
+pub fn spawn(
+    router: Router,
+    capacity: usize,
+    hook: Option<RouterHook>,
+) -> io::Result<(RouterHandle, JoinHandle<()>)> {
+    let (tx, rx) = bounded(capacity);
+    let failure = Arc::new(Failure::default());
+    let handle = RouterHandle {
+        tx,
+        failure: failure.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("router".into())
+        .stack_size(256 * 1024)
+        .spawn(move || supervise(router, rx, hook, &failure))?;
+    Ok((handle, thread))
+}
+
+fn supervise(router: Router, rx: Receiver<Envelope>, hook: Option<RouterHook>, failure: &Failure) {
+    let mut driver = Driver {
+        router,
+        links: IdMap::default(),
+        turn: 0,
+        wake: Vec::new(),
+        hook,
+    };
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| driver.run(&rx)));
+    if outcome.is_err() {
+        error!("the router thread panicked: ending every session; the server must restart");
+        failure.set();
+        for (_, entry) in driver.links.drain() {
+            entry.link.ctl.close(CloseReason::GoingAway);
+        }
+    }
+}
+
+struct Entry {
+    link: Link,
+    /// The turn in which this session was last put on the wake list.
+    woken: u64,
+}
+
+struct Driver {
+    router: Router,
+    links: IdMap<Entry>,
+    turn: u64,
+    wake: Vec<Arc<Ctl>>,
+    hook: Option<RouterHook>,
+}
+
+impl Driver {
+    fn run(&mut self, rx: &Receiver<Envelope>) {
+        loop {
+            let first = match self.router.poll_timeout() {
+                Some(at) => rx.recv_deadline(at),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            self.turn += 1;
+            match first {
+                Ok(envelope) => self.apply(envelope),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.router.handle_timeout(Instant::now());
+                    self.carry_out();
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            for _ in 1..BATCH {
+                match rx.try_recv() {
+                    Ok(envelope) => self.apply(envelope),
+                    Err(_) => break,
+                }
+            }
+            for ctl in self.wake.drain(..) {
+                ctl.waker.wake();
+            }
+        }
+    }
+
+    fn apply(&mut self, envelope: Envelope) {
+        let Envelope { cmd, link, reply } = envelope;
+        if let (Some(hook), Command::Join { room, .. }) = (&self.hook, &cmd) {
+            hook(room);
+        }
+        let joining = match (&cmd, link) {
+            (Command::Join { session, .. }, Some(link)) => {
+                self.links.insert(*session, Entry { link, woken: 0 });
+                Some(*session)
+            }
+            _ => None,
+        };
+        let answer = self.router.handle(cmd, Instant::now());
+        if let (Some(session), Reply::Refused(_)) = (joining, &answer) {
+            self.links.remove(&session);
+        }
+        self.carry_out();
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn carry_out(&mut self) {
+        while let Some(out) = self.router.poll_output() {
+            match out {
+                Output::Deliver { to, text } => {
+                    let Some(entry) = self.links.get_mut(&to) else {
+                        continue;
+                    };
+                    match entry.link.queue.try_send(text) {
+                        Ok(()) => Self::mark(entry, self.turn, &mut self.wake),
+                        // The router counts free slots, so this is a bug; the message
+                        // is lost rather than the router blocked.
+                        Err(TrySendError::Full(_)) => {
+                            error!("session {to}: queue full despite credit; message dropped")
+                        }
+                        // The session has ended; its Leave is on the way.
+                        Err(TrySendError::Disconnected(_)) => {}
+                    }
+                }
+                Output::WantDrained { session } => {
+                    if let Some(entry) = self.links.get_mut(&session) {
+                        entry.link.ctl.want_drained.store(true, Ordering::Release);
+                        Self::mark(entry, self.turn, &mut self.wake);
+                    }
+                }
+                Output::Pause { session } => {
+                    if let Some(entry) = self.links.get(&session) {
+                        entry.link.ctl.paused.store(true, Ordering::Release);
+                    }
+                }
+                Output::Resume { session } => {
+                    if let Some(entry) = self.links.get_mut(&session) {
+                        entry.link.ctl.paused.store(false, Ordering::Release);
+                        Self::mark(entry, self.turn, &mut self.wake);
+                    }
+                }
+                Output::Close { session, reason } => {
+                    if let Some(entry) = self.links.remove(&session) {
+                        entry.link.ctl.close(reason);
+                    }
+                }
+                Output::Forget { session } => {
+                    self.links.remove(&session);
+                }
+            }
+        }
+    }
+
+    fn mark(entry: &mut Entry, turn: u64, wake: &mut Vec<Arc<Ctl>>) {
+        if entry.woken != turn {
+            entry.woken = turn;
+            wake.push(entry.link.ctl.clone());
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The session thread: joins the router, then moves bytes between the socket and the
+//! session's state machine ([`crate::core::session`]) and messages from the queue
+//! into it, and waits in `ppoll(2)` when there is nothing to do. The rules are the
+//! state machine's; this loop only does I/O, keeps the router informed, and sleeps.
+//!
+//! The thread waits for its socket (bytes in, room to write), for the router (a
+//! message queued, a close, a resume: a thread-directed signal, [`super::wake`]) and
+//! for the state machine's next deadline. No polling, no second thread; over TLS
+//! nothing changes here ([`Io`] hides rustls behind the same non-blocking calls).
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver};
+use log::{info, warn};
+use tungstenite::protocol::{Role, WebSocketContext};
+
+use super::context::{Context, SessionToken};
+use super::router::{Ctl, Link};
+use super::transport::{Io, Stream};
+use super::wake::Parker;
+use crate::core::admission::Admitted;
+use crate::core::router::{Command, Reply, Text};
+use crate::core::session::{closing_messages, ws_config, Session};
+use crate::protocol::CloseReason;
+
+/// Runs an admitted session on the calling (connection) thread until it ends.
+/// `leftover` holds bytes the client sent after its request head.
+pub fn run(
+    stream: Stream,
+    leftover: Vec<u8>,
+    who: Admitted,
+    remote: SocketAddr,
+    ctx: &Arc<Context>,
+    token: SessionToken,
+) {
+    let _token = token;
+    let parker = match Parker::for_current_thread() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("cannot prepare a session thread: {e}");
+            return refuse(stream, ctx, CloseReason::Internal);
+        }
+    };
+    let (queue_tx, queue) = bounded(ctx.limits.peer_queue);
+    let ctl = Arc::new(Ctl::new(parker.waker()));
+    let id = ctx.next_session();
+    let join = Command::Join {
+        room: who.room.clone(),
+        peer: who.peer.clone(),
+        session: id,
+    };
+    let link = Link {
+        queue: queue_tx,
+        ctl: ctl.clone(),
+    };
+    match ctx.router.ask(join, Some(link), None) {
+        Some(Reply::Joined) => {}
+        Some(Reply::Refused(reason)) => {
+            info!(
+                "refused {} in {} from {remote}: {reason}",
+                who.peer, who.room
+            );
+            return refuse(stream, ctx, reason);
+        }
+        _ => return refuse(stream, ctx, CloseReason::GoingAway),
+    }
+    // From here on the router knows the peer: whatever happens, it must hear Leave.
+    let leave = LeaveGuard {
+        ctx,
+        session: id,
+        ctl: &ctl,
+    };
+    let started = Instant::now();
+    ctx.metrics.session_opened();
+    info!(
+        "session start room={} peer={} remote={remote}",
+        who.room, who.peer
+    );
+    let (tcp, tls) = stream.into_parts();
+    let mut session = Session::new(
+        id,
+        who.room,
+        who.peer,
+        &ctx.limits,
+        ctx.metrics.clone(),
+        leftover,
+        started,
+    );
+    let reason = match Io::new(&tcp, tls, &ctx.metrics) {
+        Ok(io) => Driver {
+            session: &mut session,
+            io,
+            tcp: &tcp,
+            ctx,
+            ctl: &ctl,
+            parker: &parker,
+            queue,
+            taken: 0,
+            stalled_reported: false,
+            paused_seen: false,
+        }
+        .run(),
+        Err(e) => {
+            warn!("cannot switch a session socket to non-blocking mode: {e}");
+            CloseReason::Internal
+        }
+    };
+    drop(leave);
+    // The thread may exit only once no router wake-up can be in flight.
+    drop(parker);
+    ctx.metrics.session_closed(reason);
+    info!(
+        "session end room={} peer={} remote={remote} duration={:.3}s reason={reason}",
+        session.room(),
+        session.peer(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+struct Driver<'a> {
+    session: &'a mut Session,
+    io: Io<'a>,
+    tcp: &'a TcpStream,
+    ctx: &'a Context,
+    ctl: &'a Ctl,
+    parker: &'a Parker,
+    queue: Receiver<Text>,
+    /// Messages taken off the queue since the last `Drained` report.
+    taken: usize,
+    stalled_reported: bool,
+    /// What the session was last told about the router's pause switch.
+    paused_seen: bool,
+}
+
+impl Driver<'_> {
+    fn run(&mut self) -> CloseReason {
+        loop {
+            if let Some(hook) = &self.ctx.hooks.session_turn {
+                hook(self.session.room(), self.session.peer());
+            }
+            let now = Instant::now();
+            if let Some(reason) = self.ctl.close_reason() {
+                self.session.close(reason, now);
+            }
+            self.paused_seen = self.ctl.paused();
+            self.session.set_paused(self.paused_seen);
+            let mut busy = self.take_queue(now);
+            busy |= self.write(now);
+            self.report();
+            if self.session.wants_shutdown() {
+                let _ = self.tcp.shutdown(Shutdown::Write);
+                self.session.shutdown_done(now);
+                busy = true;
+            }
+            if self.session.wants_read() {
+                busy |= self.session.read_from(&mut self.io, now) > 0;
+            }
+            while let Some(cmd) = self.session.poll_command() {
+                busy = true;
+                if self.ctx.router.send(cmd).is_err() {
+                    self.session.close(CloseReason::GoingAway, now);
+                }
+            }
+            if let Some(reason) = self.session.finished() {
+                return reason;
+            }
+            if let Some(at) = self.session.poll_timeout() {
+                if at <= Instant::now() {
+                    self.session.handle_timeout(Instant::now());
+                    continue;
+                }
+            }
+            if busy {
+                continue;
+            }
+            self.wait();
+        }
+    }
+
+    /// Moves queued messages into the session while it takes them. `true` if any.
+    fn take_queue(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while self.session.wants_mailbox() {
+            match self.queue.try_recv() {
+                Ok(text) => {
+                    self.session.deliver(text, now);
+                    self.taken += 1;
+                    any = true;
+                }
+                Err(_) => {
+                    self.session.mailbox_empty(now);
+                    break;
+                }
+            }
+        }
+        any
+    }
+
+    /// Writes what the session has for the socket. `true` if any byte moved.
+    fn write(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        loop {
+            if self.session.wants_notify() {
+                self.io.close_notify();
+                self.session.notified();
+            }
+            let pending = self.session.pending();
+            if pending.is_empty() {
+                match self.io.flush() {
+                    Ok(()) => self.session.write_flushed(now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.session.write_blocked(now)
+                    }
+                    Err(_) => self.session.write_failed(now),
+                }
+                return moved;
+            }
+            match self.io.write(pending) {
+                Ok(0) => {
+                    self.session.write_failed(now);
+                    return true;
+                }
+                Ok(n) => {
+                    self.session.written(n, now);
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.session.write_blocked(now);
+                    return moved;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.session.write_failed(now);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Tells the router what it asked about: how much was taken off the queue, and
+    /// whether the socket is stuck (both only while the router is waiting on us).
+    fn report(&mut self) {
+        let id = self.session.id();
+        if self.taken > 0 && self.ctl.take_want_drained() {
+            let taken = std::mem::take(&mut self.taken);
+            let _ = self
+                .ctx
+                .router
+                .send(Command::Drained { session: id, taken });
+        }
+        let stalled = self.session.stalled() && self.session.closing().is_none();
+        if stalled != self.stalled_reported && (!stalled || self.ctl.wants_drained()) {
+            self.stalled_reported = stalled;
+            let _ = self.ctx.router.send(Command::Stalled {
+                session: id,
+                stalled,
+            });
+        }
+    }
+
+    /// Sleeps until the socket, the router or a deadline needs the thread.
+    fn wait(&mut self) {
+        self.parker.park();
+        // Re-check after announcing the park: a wake-up from here on interrupts the
+        // poll at once, one before it is seen now.
+        let open = self.session.closing().is_none();
+        let news = !self.queue.is_empty() && self.session.wants_mailbox()
+            || open && self.ctl.close_reason().is_some()
+            || open && self.ctl.paused() != self.paused_seen
+            || self.ctl.wants_drained()
+                && (self.taken > 0 || self.session.stalled() && !self.stalled_reported);
+        if !news {
+            let mut events = 0;
+            if self.session.wants_read() {
+                events |= libc::POLLIN;
+            }
+            if self.session.is_blocked() || !self.session.pending().is_empty() {
+                events |= libc::POLLOUT;
+            }
+            let timeout = self
+                .session
+                .poll_timeout()
+                .map_or(Duration::from_secs(3600), |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
+            let revents = self.parker.poll(self.io.fd(), events, timeout);
+            // Errors and hang-ups are reported whatever was asked for: a session that
+            // is not reading would otherwise be woken by them again and again.
+            if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+                && !self.session.wants_read()
+            {
+                self.session.hung_up(Instant::now());
+            }
+        }
+        self.parker.unpark();
+    }
+}
+
+/// Tells the router the session is over, even if the thread panicked.
+struct LeaveGuard<'a> {
+    ctx: &'a Context,
+    session: u64,
+    ctl: &'a Ctl,
+}
+
+impl Drop for LeaveGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.ctl.close(CloseReason::Internal);
+        }
+        let _ = self.ctx.router.send(Command::Leave {
+            session: self.session,
+        });
+    }
+}
+
+/// Ends a session that was never admitted: error message, close frame, lingering close.
+pub fn refuse(mut stream: Stream, ctx: &Context, reason: CloseReason) {
+    let limits = &ctx.limits;
+    ctx.metrics.session_refused(reason);
+    if let Some(code) = reason.error_code() {
+        ctx.metrics.error_sent(code);
+    }
+    let _ = stream
+        .tcp()
+        .set_write_timeout(Some(limits.write_timeout.max(Duration::from_millis(1))));
+    let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
+    let (error, frame) = closing_messages(reason);
+    if let Some(error) = error {
+        let _ = ws.write(&mut stream, error);
+    }
+    let _ = ws.close(&mut stream, Some(frame));
+    let _ = ws.flush(&mut stream);
+    stream.close_notify();
+    let _ = stream.tcp().shutdown(Shutdown::Write);
+    let deadline = Instant::now() + limits.close_timeout;
+    let mut sink = [0u8; 1024];
+    while let Ok(1..) = stream.read_before(&mut sink, deadline) {}
+}
