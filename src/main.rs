@@ -64,7 +64,18 @@ fn main() -> ExitCode {
     };
     let level = run.log_level.parse().unwrap_or(LevelFilter::Info);
     let _ = cli::logging::init(run.log_format, level);
-    let config = run.config;
+    #[allow(unused_mut)]
+    let mut config = run.config;
+    // Debug builds only: lets the tests prove that a router failure ends the process
+    // with EXIT_FAILED. Release builds have no such switch.
+    #[cfg(debug_assertions)]
+    if let Ok(room) = std::env::var("WEBRTC_SIGNALING_DEBUG_PANIC_ROOM") {
+        config.hooks.router_join = Some(std::sync::Arc::new(move |r| {
+            if r.as_str() == room {
+                panic!("WEBRTC_SIGNALING_DEBUG_PANIC_ROOM: router failure on purpose");
+            }
+        }));
+    }
     if config.access.admin && !config.access.auth_enabled() {
         log::warn!(
             "--admin: DELETE /webrtc/rooms/... can end sessions, with no token: \

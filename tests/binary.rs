@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use common::{Client, Process};
+use common::{expect_refused, Client, Process};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webrtc-signaling");
@@ -144,6 +144,22 @@ fn sigterm_closes_every_session_with_1001_and_exits_0() {
 #[test]
 fn sigint_closes_every_session_with_1001_and_exits_0() {
     graceful_exit_on("INT");
+}
+
+#[test]
+fn a_router_failure_ends_the_process_with_status_70() {
+    // The debug build's test switch makes the router panic on a join to this room.
+    let mut server = Process::spawn(&[], &[("WEBRTC_SIGNALING_DEBUG_PANIC_ROOM", "boom")]);
+    let addr = server.addr();
+    let mut a = Client::join_expect(addr, "room", "a", &[]);
+    expect_refused(addr, "boom", "b", 1001, "going_away");
+    a.expect_close(1001, "going_away");
+    let (code, _, lines) = server.wait_exit();
+    assert_eq!(code, Some(70), "exit status; log: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("router thread panicked")),
+        "{lines:#?}"
+    );
 }
 
 #[test]

@@ -202,3 +202,55 @@ impl Drop for Parker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    /// Far beyond any scheduling delay: a poll that waits this long was not woken.
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_wake_between_park_and_poll_is_not_lost() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let parker = Parker::for_current_thread().unwrap();
+        let waker = parker.waker();
+        parker.park();
+        waker.wake(); // the signal stays pending: it is blocked outside ppoll
+        let started = Instant::now();
+        assert_eq!(parker.poll(a.as_fd(), libc::POLLIN, LONG), 0);
+        assert!(started.elapsed() < LONG);
+        parker.unpark();
+    }
+
+    #[test]
+    fn a_wake_from_another_thread_ends_the_poll() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let parker = Parker::for_current_thread().unwrap();
+        let waker = parker.waker();
+        parker.park();
+        let t = std::thread::spawn(move || waker.wake());
+        let started = Instant::now();
+        parker.poll(a.as_fd(), libc::POLLIN, LONG);
+        assert!(started.elapsed() < LONG);
+        parker.unpark();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_running_thread_is_not_signalled_and_readiness_is_reported() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let parker = Parker::for_current_thread().unwrap();
+        // Not parked: a wake-up is a no-op (the thread sees its work when it checks).
+        parker.waker().wake();
+        b.write_all(b"x").unwrap();
+        parker.park();
+        let ready = parker.poll(a.as_fd(), libc::POLLIN, LONG);
+        parker.unpark();
+        assert_eq!(ready & libc::POLLIN, libc::POLLIN);
+    }
+}
