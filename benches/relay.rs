@@ -189,6 +189,7 @@ fn router_only(c: &mut Criterion) {
         max_room_peers: 32,
         peer_queue: 64,
         max_backlog: 4096,
+        resume_grace: std::time::Duration::from_secs(10),
     });
     let now = Instant::now();
     let room = RoomId::parse("room").expect("id");
@@ -201,6 +202,8 @@ fn router_only(c: &mut Criterion) {
                 room: room.clone(),
                 peer: p.clone(),
                 session: i as u64,
+                resume: None,
+                token: Some(format!("token-{i}")),
             },
             now,
         );

@@ -54,6 +54,9 @@ pub struct Limits {
     pub write_buffer: usize,
     /// Stack of each connection thread (one per REST connection or session).
     pub thread_stack: usize,
+    /// How long a peer whose session ended for a network reason is held for a resume
+    /// (PROTOCOL.md §8); zero turns resuming off.
+    pub resume_grace: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +80,7 @@ impl Default for Limits {
             read_buffer: 4 * 1024,
             write_buffer: 16 * 1024,
             thread_stack: 128 * 1024,
+            resume_grace: Duration::from_secs(10),
         }
     }
 }

@@ -126,6 +126,7 @@ impl Server {
                 max_room_peers: limits.max_room_peers,
                 peer_queue: limits.peer_queue,
                 max_backlog: limits.router_queue,
+                resume_grace: limits.resume_grace,
             },
             metrics.clone(),
         );

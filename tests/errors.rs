@@ -331,6 +331,8 @@ fn silent_client_is_closed_with_4408_timeout() {
     let server = start_with(|c| {
         c.limits.idle_timeout = Duration::from_secs(1);
         c.limits.ping_interval = Duration::ZERO;
+        // §3 as it is with resuming off (`--resume-grace 0`); tests/resume.rs covers the hold.
+        c.limits.resume_grace = Duration::ZERO;
     });
     let (mut a, mut b) = pair(server.local_addr(), "room", "a", "b");
     // b keeps itself alive with a JSON ping every 300 ms until it hears that

@@ -88,7 +88,8 @@ fn client_close_is_echoed_with_same_code() {
 
 #[test]
 fn exactly_one_peer_left_on_tcp_drop_without_close_frame() {
-    let server = start();
+    // §3 as it is with resuming off (`--resume-grace 0`); tests/resume.rs covers the hold.
+    let server = start_with(|c| c.limits.resume_grace = Duration::ZERO);
     let addr = server.local_addr();
     let (mut a, b) = pair(addr, "room", "a", "b");
     b.drop_tcp();
@@ -142,7 +143,8 @@ fn peer_joined_arrives_before_first_relay_from_new_peer() {
 
 #[test]
 fn nothing_from_a_peer_arrives_after_its_peer_left() {
-    let server = start();
+    // §3 as it is with resuming off (`--resume-grace 0`); tests/resume.rs covers the hold.
+    let server = start_with(|c| c.limits.resume_grace = Duration::ZERO);
     let addr = server.local_addr();
     let (mut a, mut b) = pair(addr, "room", "a", "b");
     for seq in 0..50 {
@@ -266,7 +268,8 @@ fn rooms_are_isolated() {
 
 #[test]
 fn room_disappears_with_its_last_peer() {
-    let server = start();
+    // §3 as it is with resuming off (`--resume-grace 0`); tests/resume.rs covers the hold.
+    let server = start_with(|c| c.limits.resume_grace = Duration::ZERO);
     let addr = server.local_addr();
     let (a, b) = pair(addr, "solo", "a", "b");
     assert_eq!(

@@ -187,6 +187,8 @@ fn counters_move_by_exactly_what_the_clients_did() {
     let server = start_with(|c| {
         c.limits.ping_interval = Duration::ZERO;
         c.limits.peer_queue = 100;
+        // Exact byte counts: no resume token in existing_peers.
+        c.limits.resume_grace = Duration::ZERO;
     });
     let addr = server.local_addr();
     let before = scrape(addr);
@@ -315,6 +317,8 @@ fn refused_upgrades_and_server_closes_are_counted_by_reason() {
     let server = start_with(|c| {
         c.limits.ping_interval = Duration::ZERO;
         c.limits.max_room_peers = 1;
+        // The dropped peer's room must go at once: no resume hold.
+        c.limits.resume_grace = Duration::ZERO;
     });
     let addr = server.local_addr();
     let before = scrape(addr);

@@ -61,6 +61,7 @@ fn connect_origin(addr: SocketAddr, path: &str, origin: Option<&str>) -> Client 
     Client {
         ws,
         name: format!("{path} (Origin {origin:?})"),
+        resume_token: None,
     }
 }
 

@@ -62,7 +62,8 @@ fn garbage_instead_of_http_gets_400_and_the_server_goes_on() {
 
 #[test]
 fn a_client_vanishing_mid_frame_only_ends_its_own_session() {
-    let server = start_with(|_| {});
+    // §3 as it is with resuming off (`--resume-grace 0`); tests/resume.rs covers the hold.
+    let server = start_with(|c| c.limits.resume_grace = std::time::Duration::ZERO);
     let addr = server.local_addr();
     let mut a = Client::join_expect(addr, "room", "a", &[]);
     let b = Client::join_expect(addr, "room", "b", &["a"]);

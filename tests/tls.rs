@@ -125,7 +125,11 @@ impl WssClient {
     fn recv(&mut self) -> Value {
         loop {
             match self.ws.read().expect("read a message within the deadline") {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Text(t) => {
+                    let mut v = serde_json::from_str(t.as_str()).unwrap();
+                    common::take_resume_token(&mut v);
+                    return v;
+                }
                 Message::Ping(_) | Message::Pong(_) => {}
                 other => panic!("unexpected {other:?}"),
             }
@@ -155,7 +159,8 @@ fn offer(target: &str, sdp: &str) -> Value {
 
 #[test]
 fn relay_over_wss_with_a_certificate_from_files() {
-    let server = start_tls(|_| {});
+    // §3 as it is with resuming off (`--resume-grace 0`); tests/resume.rs covers the hold.
+    let server = start_tls(|c| c.limits.resume_grace = std::time::Duration::ZERO);
     let addr = server.local_addr();
     assert_eq!(server.tls_addr(), Some(addr), "TLS alone runs on --port");
     let mut a = WssClient::join(addr, "r", "a", &[]);

@@ -314,6 +314,13 @@ pub(crate) const FLAGS: &[Flag] = &[
         }
     ),
     flag!(
+        "resume-grace",
+        "SECS",
+        "hold a peer whose connection dropped this long for its reconnect (resume_token); \
+         the room sees peer_left only after it, 0 = off [10]",
+        |c, v| c.config.limits.resume_grace = secs(v)?
+    ),
+    flag!(
         "write-timeout",
         "SECS",
         "a write blocked this long makes the peer a slow consumer [10]",

@@ -22,6 +22,8 @@ pub struct Request<'a> {
 pub struct Admitted {
     pub room: RoomId,
     pub peer: PeerId,
+    /// The `?resume=` token (PROTOCOL.md §8), checked by the router.
+    pub resume: Option<String>,
 }
 
 /// A refusal: the close reason, and a line for the log (never the token).
@@ -56,7 +58,8 @@ pub fn admit(req: &Request<'_>, access: &Access) -> Result<Admitted, Refusal> {
             ));
         }
     }
-    Ok(Admitted { room, peer })
+    let resume = query::param(req.query, "resume").filter(|t| !t.is_empty());
+    Ok(Admitted { room, peer, resume })
 }
 
 #[cfg(test)]
@@ -89,7 +92,8 @@ mod tests {
             admit(&req("r", "p"), &a),
             Ok(Admitted {
                 room: RoomId::parse("r").unwrap(),
-                peer: PeerId::parse("p").unwrap()
+                peer: PeerId::parse("p").unwrap(),
+                resume: None,
             })
         );
         assert_eq!(

@@ -553,7 +553,7 @@ impl Session {
                     session: self.id,
                     kind,
                     target,
-                    text: Text::relayed(frame, now),
+                    text: Text::relayed(frame, now, self.id),
                 }),
                 Err(rejection) => {
                     log::debug!(

@@ -482,7 +482,7 @@ fn relayed_messages_are_timed_until_the_socket_takes_them() {
         Vec::new(),
         t0,
     );
-    s.deliver(Text::relayed("{}", t0), t0);
+    s.deliver(Text::relayed("{}", t0, 2), t0);
     let count = |m: &Metrics| {
         m.encode()
             .lines()

@@ -9,6 +9,7 @@
 //! nothing changes here ([`Io`] hides rustls behind the same non-blocking calls).
 
 use std::io::{self, Write};
+use std::cell::Cell;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,13 +52,18 @@ pub fn run(
         room: who.room.clone(),
         peer: who.peer.clone(),
         session: id,
+        resume: who.resume.clone(),
+        token: (!ctx.limits.resume_grace.is_zero())
+            .then(fresh_token)
+            .flatten(),
     };
     let link = Link {
         queue: queue_tx,
         ctl: ctl.clone(),
     };
-    match ctx.router.ask(join, Some(link), None) {
-        Some(Reply::Joined) => {}
+    let resumed = match ctx.router.ask(join, Some(link), None) {
+        Some(Reply::Joined) => false,
+        Some(Reply::Resumed) => true,
         Some(Reply::Refused(reason)) => {
             info!(
                 "refused {} in {} from {remote}: {reason}",
@@ -66,18 +72,22 @@ pub fn run(
             return refuse(stream, ctx, reason);
         }
         _ => return refuse(stream, ctx, CloseReason::GoingAway),
-    }
+    };
     // From here on the router knows the peer: whatever happens, it must hear Leave.
-    let leave = LeaveGuard {
+    let leaving = Leaving {
         ctx,
         session: id,
         ctl: &ctl,
+        queue: queue.clone(),
+        announced: Cell::new(None),
     };
     let started = Instant::now();
     ctx.metrics.session_opened();
     info!(
-        "session start room={} peer={} remote={remote}",
-        who.room, who.peer
+        "session {} room={} peer={} remote={remote}",
+        if resumed { "resume" } else { "start" },
+        who.room,
+        who.peer
     );
     let (tcp, tls) = stream.into_parts();
     let mut session = Session::new(
@@ -98,6 +108,7 @@ pub fn run(
             ctl: &ctl,
             parker: &parker,
             queue,
+            leaving: &leaving,
             taken: 0,
             stalled_reported: false,
             paused_seen: false,
@@ -108,7 +119,8 @@ pub fn run(
             CloseReason::Internal
         }
     };
-    drop(leave);
+    leaving.announce(reason);
+    drop(leaving);
     // The thread may exit only once no router wake-up can be in flight.
     drop(parker);
     ctx.metrics.session_closed(reason);
@@ -128,6 +140,7 @@ struct Driver<'a> {
     ctl: &'a Ctl,
     parker: &'a Parker,
     queue: Receiver<Text>,
+    leaving: &'a Leaving<'a>,
     /// Messages taken off the queue since the last `Drained` report.
     taken: usize,
     stalled_reported: bool,
@@ -163,6 +176,11 @@ impl Driver<'_> {
                 if self.ctx.router.send(cmd).is_err() {
                     self.session.close(CloseReason::GoingAway, now);
                 }
+            }
+            if let Some(reason) = self.session.closing() {
+                // As soon as it is decided: the room hears of it (or the peer is held)
+                // without waiting for the closing handshake.
+                self.leaving.announce(reason);
             }
             if let Some(reason) = self.session.finished() {
                 return reason;
@@ -299,21 +317,64 @@ impl Driver<'_> {
     }
 }
 
-/// Tells the router the session is over, even if the thread panicked.
-struct LeaveGuard<'a> {
+/// Tells the router the session is over, once, as soon as its reason is known, and
+/// even if the thread panics. For a network reason the messages its queue still holds
+/// go back with it, to be kept for a resume.
+struct Leaving<'a> {
     ctx: &'a Context,
     session: u64,
     ctl: &'a Ctl,
+    queue: Receiver<Text>,
+    announced: Cell<Option<CloseReason>>,
 }
 
-impl Drop for LeaveGuard<'_> {
+impl Leaving<'_> {
+    fn announce(&self, reason: CloseReason) {
+        if self.announced.get().is_some() {
+            return;
+        }
+        self.announced.set(Some(reason));
+        self.send(reason);
+    }
+
+    fn send(&self, reason: CloseReason) {
+        let unsent = if reason.is_resumable() {
+            self.queue.try_iter().collect()
+        } else {
+            Vec::new()
+        };
+        let _ = self.ctx.router.send(Command::Leave {
+            session: self.session,
+            reason,
+            unsent,
+        });
+    }
+}
+
+impl Drop for Leaving<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.ctl.close(CloseReason::Internal);
         }
-        let _ = self.ctx.router.send(Command::Leave {
-            session: self.session,
-        });
+        match self.announced.get() {
+            None => self.announce(CloseReason::Internal),
+            // What arrived after the first Leave: kept for the resume too, in order.
+            Some(reason) if reason.is_resumable() && !self.queue.is_empty() => self.send(reason),
+            Some(_) => {}
+        }
+    }
+}
+
+/// 128 bits from the operating system's CSPRNG, URL-safe (PROTOCOL.md §8 tokens).
+fn fresh_token() -> Option<String> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)),
+        Err(e) => {
+            warn!("no randomness for a resume token ({e}): this session cannot be resumed");
+            None
+        }
     }
 }
 

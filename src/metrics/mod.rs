@@ -28,7 +28,7 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// The `reason` label of the session counters: the error code of a server-side close,
 /// or `client_closed` / `disconnected` when the client ended the session.
 /// One reason of each kind, in the order of [`close_index`].
-const CLOSE_KINDS: [CloseReason; 17] = [
+const CLOSE_KINDS: [CloseReason; 19] = [
     CloseReason::InvalidRoomId,
     CloseReason::InvalidPeerId,
     CloseReason::Unauthorized,
@@ -46,6 +46,8 @@ const CLOSE_KINDS: [CloseReason; 17] = [
     CloseReason::Internal,
     CloseReason::ClientClosed(1000),
     CloseReason::Disconnected,
+    CloseReason::Replaced,
+    CloseReason::TryAgainLater,
 ];
 
 /// The `reason` label values, from protocol's one table of names.
@@ -79,6 +81,8 @@ fn close_index(reason: CloseReason) -> usize {
         CloseReason::Internal => 14,
         CloseReason::ClientClosed(_) => 15,
         CloseReason::Disconnected => 16,
+        CloseReason::Replaced => 17,
+        CloseReason::TryAgainLater => 18,
     }
 }
 
@@ -259,6 +263,11 @@ pub struct Metrics {
     sent_bytes: Counter,
     relay_latency: LatencyHistogram,
     queue_high_water: Gauge,
+    peers_suspended: Gauge,
+    resumes: Counter,
+    grace_expired: Counter,
+    kept: Counter,
+    kept_dropped: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -284,6 +293,11 @@ impl Metrics {
             sent_bytes: Counter::default(),
             relay_latency: LatencyHistogram::new(),
             queue_high_water: Gauge::default(),
+            peers_suspended: Gauge::default(),
+            resumes: Counter::default(),
+            grace_expired: Counter::default(),
+            kept: Counter::default(),
+            kept_dropped: Counter::default(),
         };
         let mut registry = Registry::default();
         #[cfg(target_os = "linux")]
@@ -344,6 +358,31 @@ impl Metrics {
             "Most messages ever waiting in one session's outbound queue since start",
             m.queue_high_water.clone(),
         );
+        r.register(
+            "peers_suspended",
+            "Peers whose session ended for a network reason, held for the resume grace (PROTOCOL.md §8)",
+            m.peers_suspended.clone(),
+        );
+        r.register(
+            "resumes",
+            "Sessions that took a held peer over with its resume token",
+            m.resumes.clone(),
+        );
+        r.register(
+            "resume_grace_expired",
+            "Held peers whose resume grace ran out (the room then heard peer_left)",
+            m.grace_expired.clone(),
+        );
+        r.register(
+            "kept_messages",
+            "Relays kept for a held peer, to be delivered when it resumes",
+            m.kept.clone(),
+        );
+        r.register(
+            "kept_messages_dropped",
+            "Kept relays dropped: beyond the peer-queue bound (oldest first), or from a peer that left",
+            m.kept_dropped.clone(),
+        );
         let capacity: Gauge = Gauge::default();
         capacity.set(i64::try_from(peer_queue).unwrap_or(i64::MAX));
         r.register(
@@ -368,6 +407,28 @@ impl Metrics {
             .set(i64::try_from(sessions).unwrap_or(i64::MAX));
         self.rooms_active
             .set(i64::try_from(rooms).unwrap_or(i64::MAX));
+    }
+
+    /// The router's count of held peers.
+    pub fn set_suspended(&self, n: usize) {
+        self.peers_suspended
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn resumed(&self) {
+        self.resumes.inc();
+    }
+
+    pub fn grace_expired(&self) {
+        self.grace_expired.inc();
+    }
+
+    pub fn kept(&self) {
+        self.kept.inc();
+    }
+
+    pub fn kept_dropped(&self, n: usize) {
+        self.kept_dropped.inc_by(n as u64);
     }
 
     pub fn session_opened(&self) {

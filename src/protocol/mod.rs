@@ -108,11 +108,17 @@ pub enum ErrorCode {
     SlowConsumer,
     ProtocolError,
     InternalError,
+    /// §8: a resume took this peer over (4410).
+    Replaced,
+    /// §9: the cluster's Redis is unreachable (1013).
+    TryAgainLater,
+    /// §9: the target is on another instance and Redis is unreachable.
+    PeerUnreachable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its index here).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidMessage,
         ErrorCode::UnknownType,
@@ -132,6 +138,9 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
         ErrorCode::ProtocolError,
         ErrorCode::InternalError,
+        ErrorCode::Replaced,
+        ErrorCode::TryAgainLater,
+        ErrorCode::PeerUnreachable,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -155,6 +164,9 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::ProtocolError => "protocol_error",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::Replaced => "replaced",
+            ErrorCode::TryAgainLater => "try_again_later",
+            ErrorCode::PeerUnreachable => "peer_unreachable",
         }
     }
 }
@@ -186,6 +198,10 @@ pub enum CloseReason {
     ProtocolError,
     /// A bug on our side (a panicking connection thread): 1011.
     Internal,
+    /// §8: a resume took this peer over: 4410.
+    Replaced,
+    /// §9: the cluster's Redis is unreachable: 1013.
+    TryAgainLater,
     /// The client sent a close frame with this code (echoed back).
     ClientClosed(u16),
     /// The TCP connection ended or failed without a close frame.
@@ -208,6 +224,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => 1008,
             CloseReason::ProtocolError => 1002,
             CloseReason::Internal => 1011,
+            CloseReason::Replaced => 4410,
+            CloseReason::TryAgainLater => 1013,
             CloseReason::ClientClosed(code) => code,
             CloseReason::Disconnected => 1006,
         }
@@ -232,6 +250,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => ErrorCode::SlowConsumer,
             CloseReason::ProtocolError => ErrorCode::ProtocolError,
             CloseReason::Internal => ErrorCode::InternalError,
+            CloseReason::Replaced => ErrorCode::Replaced,
+            CloseReason::TryAgainLater => ErrorCode::TryAgainLater,
             CloseReason::ClientClosed(_) | CloseReason::Disconnected => return None,
         })
     }
@@ -258,6 +278,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => "the peer did not read its messages fast enough",
             CloseReason::ProtocolError => "the WebSocket protocol was violated",
             CloseReason::Internal => "internal server error",
+            CloseReason::Replaced => "a new session resumed this peer",
+            CloseReason::TryAgainLater => "the service is unavailable for a moment: try again",
             CloseReason::ClientClosed(_) => "closed by the client",
             CloseReason::Disconnected => "connection lost",
         }
@@ -265,6 +287,15 @@ impl CloseReason {
 }
 
 impl CloseReason {
+    /// Whether the session ended for a network reason (PROTOCOL.md §8): its peer is
+    /// held for the resume grace instead of leaving at once.
+    pub const fn is_resumable(self) -> bool {
+        matches!(
+            self,
+            CloseReason::Disconnected | CloseReason::Timeout | CloseReason::SlowConsumer
+        )
+    }
+
     /// A short name for logs and metrics: the error code, or `client_closed` /
     /// `disconnected` when the client ended the session.
     pub const fn label(self) -> &'static str {

@@ -152,8 +152,12 @@ fn close_table() {
         r#"{"type":"error","code":"timeout","message":"x"}"#
     );
     assert_eq!(
-        outbound::existing_peers(&[&peer("a"), &peer("b")]),
+        outbound::existing_peers(&[&peer("a"), &peer("b")], None),
         r#"{"type":"existing_peers","peers":["a","b"]}"#
+    );
+    assert_eq!(
+        outbound::existing_peers(&[], Some("tok")),
+        r#"{"type":"existing_peers","peers":[],"resume_token":"tok"}"#
     );
     assert_eq!(
         outbound::peer_left(&peer("a")),

@@ -84,6 +84,20 @@ pub fn relayed_candidate(target: &str, seq: u64, from: &str) -> Value {
     v
 }
 
+/// Takes the `resume_token` out of an `existing_peers` message (checking it is an
+/// unguessable-looking string: at least 128 bits in URL-safe base64).
+pub fn take_resume_token(v: &mut Value) -> Option<String> {
+    if v["type"] != json!("existing_peers") {
+        return None;
+    }
+    let token = v.as_object_mut()?.remove("resume_token")?;
+    let token = token
+        .as_str()
+        .filter(|t| t.len() >= 22 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .unwrap_or_else(|| panic!("resume_token must be a long URL-safe string: {token}"));
+    Some(token.to_owned())
+}
+
 // ---------------------------------------------------------------- WebSocket client
 
 pub fn ws_url(addr: SocketAddr, room: &str, peer: &str) -> String {
@@ -102,6 +116,8 @@ pub enum Next {
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
     pub name: String,
+    /// The `resume_token` of the session's `existing_peers` (PROTOCOL.md §8).
+    pub resume_token: Option<String>,
 }
 
 impl Client {
@@ -121,6 +137,7 @@ impl Client {
         Client {
             ws,
             name: path.to_string(),
+            resume_token: None,
         }
     }
 
@@ -144,7 +161,7 @@ impl Client {
         assert_eq!(
             obj.len(),
             2,
-            "existing_peers must have exactly type and peers: {first}"
+            "existing_peers must have exactly type, peers (and resume_token): {first}"
         );
         let peers = first["peers"]
             .as_array()
@@ -271,12 +288,18 @@ impl Client {
     }
 
     /// Next text message, parsed as JSON (panics on anything else or after `dur`).
+    /// An `existing_peers` comes without its `resume_token` (PROTOCOL.md §8), which is
+    /// checked and kept in [`Client::resume_token`]: the §3 shape stays comparable.
     pub fn recv_json_within(&mut self, dur: Duration) -> Value {
-        match self.recv_message_within(dur) {
+        let mut v = match self.recv_message_within(dur) {
             Message::Text(t) => serde_json::from_str(t.as_str())
                 .unwrap_or_else(|e| panic!("{}: server sent non-JSON text {t:?}: {e}", self.name)),
             other => panic!("{}: expected a JSON text message, got {other:?}", self.name),
+        };
+        if let Some(token) = take_resume_token(&mut v) {
+            self.resume_token = Some(token);
         }
+        v
     }
 
     pub fn recv_json(&mut self) -> Value {

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 fn room(s: &str) -> RoomId {
     RoomId::parse(s).unwrap()
@@ -31,6 +32,7 @@ impl Sim {
             max_room_peers,
             peer_queue,
             max_backlog: 1000,
+            resume_grace: Duration::ZERO,
         })
     }
 
@@ -49,6 +51,18 @@ impl Sim {
 
     fn cmd(&mut self, cmd: Command) -> Reply {
         let reply = self.r.handle(cmd, self.now);
+        self.carry_out();
+        reply
+    }
+
+    /// Moves the clock on and runs the router's timers.
+    fn tick(&mut self, by: Duration) {
+        self.now += by;
+        self.r.handle_timeout(self.now);
+        self.carry_out();
+    }
+
+    fn carry_out(&mut self) {
         let cap = self.r.limits.peer_queue;
         while let Some(out) = self.r.poll_output() {
             match out {
@@ -78,7 +92,6 @@ impl Sim {
                 }
             }
         }
-        reply
     }
 
     fn join(&mut self, rm: &str, p: &str, session: SessionId) -> Reply {
@@ -86,6 +99,8 @@ impl Sim {
             room: room(rm),
             peer: peer(p),
             session,
+            resume: None,
+            token: None,
         })
     }
 
@@ -94,12 +109,16 @@ impl Sim {
             session,
             kind: RelayKind::Offer,
             target: peer(to),
-            text: text.to_owned().into(),
+            text: Text::relayed(text.to_owned(), self.now, session),
         });
     }
 
     fn leave(&mut self, session: SessionId) {
-        self.cmd(Command::Leave { session });
+        self.cmd(Command::Leave {
+            session,
+            reason: CloseReason::ClientClosed(1000),
+            unsent: Vec::new(),
+        });
     }
 
     /// The session takes everything off its queue (and reports if asked to).
@@ -320,6 +339,7 @@ fn a_backlog_at_its_bound_is_a_slow_consumer_even_with_a_writable_socket() {
         max_room_peers: 10,
         peer_queue: 2,
         max_backlog: 3,
+        resume_grace: Duration::ZERO,
     });
     s.join("r", "a", 1);
     s.join("r", "b", 2);
@@ -508,3 +528,6 @@ fn a_sender_held_by_two_targets_resumes_only_when_both_are_drained() {
     s.take_all(3);
     assert!(!s.paused.contains(&1));
 }
+
+#[path = "resume_tests.rs"]
+mod resume;

@@ -1,5 +1,6 @@
-//! The room state machine: who is in which room, who receives what, and when a peer
-//! that does not keep up is dropped. Pure: commands and `now` in, [`Output`]s out.
+//! The room state machine: who is in which room, who receives what, when a peer that
+//! does not keep up is dropped, and which peers are held for a resume. Pure: commands
+//! and `now` in, [`Output`]s and the next deadline out.
 //!
 //! The router never blocks, sleeps or retries. It knows how many messages each
 //! session's queue can still take (its *credit*, refilled when the session reports
@@ -7,195 +8,27 @@
 //! waits here in the target's backlog, in order, and its sender is paused until the
 //! backlog is gone: back-pressure without a wait. A target whose socket is full
 //! (reported as [`Command::Stalled`]) while it has a backlog is a slow consumer
-//! (PROTOCOL.md §5: socket buffer full *and* queue at its bound), and so is one whose
-//! backlog reaches [`RouterLimits::max_backlog`]. Because every join, leave and relay
-//! passes through this one sequential machine, §3's ordering holds by construction.
+//! (PROTOCOL.md §5), and so is one whose backlog reaches
+//! [`RouterLimits::max_backlog`].
+//!
+//! A session that ends for a network reason leaves its peer *held* (§8,
+//! [`resume`]): still listed, its id taken, relays to it kept, until a new session
+//! brings its token or the grace runs out. Because every join, leave and relay passes
+//! through this one sequential machine, §3's ordering holds by construction.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+mod resume;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, info};
 
+pub use types::*;
+
 use crate::metrics::Metrics;
 use crate::protocol::{outbound, CloseReason, ErrorCode, PeerId, RelayKind, RoomId};
-
-/// A text frame ready for the socket (clones share one buffer). A relayed message also
-/// carries the moment the sender's session read it, for the relay latency histogram.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Text {
-    frame: tungstenite::Utf8Bytes,
-    read_at: Option<Instant>,
-}
-
-impl Text {
-    /// A relayed message, read from the sender's socket at `read_at`.
-    pub fn relayed(frame: impl Into<tungstenite::Utf8Bytes>, read_at: Instant) -> Self {
-        Text {
-            frame: frame.into(),
-            read_at: Some(read_at),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.frame.as_str()
-    }
-
-    /// When the sender's session read it (relayed messages only).
-    pub fn read_at(&self) -> Option<Instant> {
-        self.read_at
-    }
-
-    pub fn into_frame(self) -> tungstenite::Utf8Bytes {
-        self.frame
-    }
-}
-
-/// A message of the server's own (`existing_peers`, `peer_joined`, an error...).
-impl From<String> for Text {
-    fn from(s: String) -> Self {
-        Text {
-            frame: s.into(),
-            read_at: None,
-        }
-    }
-}
-
-/// Names one session; never reused, so a late command of an ended session cannot
-/// touch a new session of the same peer id.
-pub type SessionId = u64;
-
-/// What a session or an HTTP handler asks of the router.
-#[derive(Debug)]
-pub enum Command {
-    /// Admit `peer` into `room` (limits, unique id), announce it both ways.
-    Join {
-        room: RoomId,
-        peer: PeerId,
-        session: SessionId,
-    },
-    /// The session has ended: the room hears `peer_left` once.
-    Leave {
-        session: SessionId,
-    },
-    /// A validated message from `session` for `target` in its room.
-    Relay {
-        session: SessionId,
-        kind: RelayKind,
-        target: PeerId,
-        text: Text,
-    },
-    /// The session took `taken` messages off its queue since its last report.
-    Drained {
-        session: SessionId,
-        taken: usize,
-    },
-    /// The session's socket refuses data and it takes nothing off its queue (or, with
-    /// `false`, it writes again).
-    Stalled {
-        session: SessionId,
-        stalled: bool,
-    },
-    ListRooms,
-    ListPeers {
-        room: RoomId,
-    },
-    /// Operator action: end `peer`'s session, or with `None` every session of the
-    /// room, with `kicked` (4403).
-    Kick {
-        room: RoomId,
-        peer: Option<PeerId>,
-    },
-    /// Close every session with `going_away` and refuse new ones.
-    Shutdown,
-}
-
-/// One row of `GET /webrtc/rooms`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RoomSummary {
-    pub room_id: RoomId,
-    pub peer_count: usize,
-}
-
-/// The router's immediate answer to a command.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reply {
-    Done,
-    Joined,
-    Refused(CloseReason),
-    Rooms(Vec<RoomSummary>),
-    /// `None`: no such room.
-    Peers(Option<Vec<PeerId>>),
-    /// `Kick`: the peers whose sessions were ended, in join order.
-    Kicked(Vec<PeerId>),
-    /// `Kick`: the room has no peers.
-    RoomNotFound,
-    /// `Kick`: the room exists but the peer is not in it.
-    PeerNotFound,
-}
-
-/// What the router wants done; its driver carries these out in order.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Push onto the session's queue (it has room: the router counted).
-    Deliver {
-        to: SessionId,
-        text: Text,
-    },
-    /// Ask the session to report [`Command::Drained`] at its next chance.
-    WantDrained {
-        session: SessionId,
-    },
-    /// Stop reading the session's client until [`Output::Resume`].
-    Pause {
-        session: SessionId,
-    },
-    Resume {
-        session: SessionId,
-    },
-    /// End the session with `reason`; the router has already forgotten it.
-    Close {
-        session: SessionId,
-        reason: CloseReason,
-    },
-    /// The session left by itself and the router has forgotten it.
-    Forget {
-        session: SessionId,
-    },
-}
-
-/// The limits the router enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct RouterLimits {
-    pub max_sessions: usize,
-    pub max_room_peers: usize,
-    /// Capacity of each session's queue.
-    pub peer_queue: usize,
-    /// Messages that may wait in the router for one session beyond its queue.
-    pub max_backlog: usize,
-}
-
-/// Session ids are sequential: a multiplicative hash spreads them well enough, at a
-/// fraction of SipHash's cost on the relay path.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub type IdMap<V> = HashMap<SessionId, V, BuildHasherDefault<IdHasher>>;
 
 struct Member {
     room: RoomId,
@@ -212,6 +45,10 @@ struct Member {
     holding: Vec<SessionId>,
     /// How many members' backlogs hold this member paused.
     held_by: usize,
+    /// The token that may take this peer over (§8); `None` with the grace off.
+    token: Option<String>,
+    /// `Some` while the peer is held after its session ended.
+    held: Option<resume::Held>,
 }
 
 /// Members in join order. Rooms are small (a mesh call), so a scan beats hashing.
@@ -223,10 +60,13 @@ struct Room {
 pub struct Router {
     rooms: BTreeMap<RoomId, Room>,
     members: IdMap<Member>,
+    /// Held peers by the end of their grace.
+    graces: BTreeSet<(Instant, SessionId)>,
     limits: RouterLimits,
     shutting_down: bool,
     metrics: Arc<Metrics>,
     out: VecDeque<Output>,
+    now: Instant,
 }
 
 impl Router {
@@ -240,6 +80,7 @@ impl Router {
         Router {
             rooms: BTreeMap::new(),
             members: IdMap::default(),
+            graces: BTreeSet::new(),
             limits: RouterLimits {
                 peer_queue: limits.peer_queue.max(1),
                 ..limits
@@ -247,12 +88,18 @@ impl Router {
             shutting_down: false,
             metrics,
             out: VecDeque::new(),
+            now: Instant::now(),
         }
     }
 
-    /// Number of admitted sessions.
+    /// Sessions now connected (held peers not included).
     pub fn sessions(&self) -> usize {
-        self.members.len()
+        self.members.len() - self.graces.len()
+    }
+
+    /// Peers held for a resume.
+    pub fn held(&self) -> usize {
+        self.graces.len()
     }
 
     /// The next thing to carry out, in the order the router decided them.
@@ -262,22 +109,32 @@ impl Router {
 
     /// When [`Router::handle_timeout`] wants to run next (`None`: no timer).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.graces.first().map(|&(at, _)| at)
     }
 
-    /// Runs what is due at `now`.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// Runs what is due at `now`: held peers whose grace has run out leave.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.expire_graces();
+    }
 
     /// Applies one command; outputs wait in [`Router::poll_output`].
-    pub fn handle(&mut self, cmd: Command, _now: Instant) -> Reply {
+    pub fn handle(&mut self, cmd: Command, now: Instant) -> Reply {
+        self.now = now;
         match cmd {
             Command::Join {
                 room,
                 peer,
                 session,
-            } => self.join(room, peer, session),
-            Command::Leave { session } => {
-                self.remove(session, None);
+                resume,
+                token,
+            } => self.join(room, peer, session, resume, token),
+            Command::Leave {
+                session,
+                reason,
+                unsent,
+            } => {
+                self.leave(session, reason, unsent);
                 Reply::Done
             }
             Command::Relay {
@@ -294,7 +151,7 @@ impl Router {
                 Reply::Done
             }
             Command::Stalled { session, stalled } => {
-                if let Some(m) = self.members.get_mut(&session) {
+                if let Some(m) = self.members.get_mut(&session).filter(|m| m.held.is_none()) {
                     m.stalled = stalled;
                     if stalled && !m.backlog.is_empty() {
                         self.remove(session, Some(CloseReason::SlowConsumer));
@@ -331,28 +188,44 @@ impl Router {
     }
 
     fn publish_population(&self) {
-        self.metrics
-            .set_population(self.members.len(), self.rooms.len());
+        self.metrics.set_population(self.sessions(), self.rooms.len());
+        self.metrics.set_suspended(self.graces.len());
     }
 
-    fn join(&mut self, room_id: RoomId, peer: PeerId, session: SessionId) -> Reply {
+    fn join(
+        &mut self,
+        room_id: RoomId,
+        peer: PeerId,
+        session: SessionId,
+        resume: Option<String>,
+        token: Option<String>,
+    ) -> Reply {
         if self.shutting_down {
             return Reply::Refused(CloseReason::GoingAway);
         }
-        if self.members.len() >= self.limits.max_sessions {
+        let token = token.filter(|_| !self.limits.resume_grace.is_zero());
+        let holder = self
+            .rooms
+            .get(&room_id)
+            .and_then(|r| r.members.iter().find(|(p, _)| *p == peer))
+            .map(|&(_, s)| s);
+        if let Some(holder) = holder {
+            return self.take_over(holder, session, resume, token);
+        }
+        if self.sessions() >= self.limits.max_sessions {
             return Reply::Refused(CloseReason::ServerFull);
         }
         let room = self.rooms.entry(room_id.clone()).or_insert(Room {
             members: Vec::new(),
         });
-        if room.members.iter().any(|(p, _)| *p == peer) {
-            return Reply::Refused(CloseReason::PeerIdTaken);
-        }
         if room.members.len() >= self.limits.max_room_peers {
+            if room.members.is_empty() {
+                self.rooms.remove(&room_id);
+            }
             return Reply::Refused(CloseReason::RoomFull);
         }
         let existing: Vec<&PeerId> = room.members.iter().map(|(p, _)| p).collect();
-        let welcome: Text = outbound::existing_peers(&existing).into();
+        let welcome: Text = outbound::existing_peers(&existing, token.as_deref()).into();
         let others: Vec<SessionId> = room.members.iter().map(|&(_, s)| s).collect();
         room.members.push((peer.clone(), session));
         self.members.insert(
@@ -366,6 +239,8 @@ impl Router {
                 stalled: false,
                 holding: Vec::new(),
                 held_by: 0,
+                token,
+                held: None,
             },
         );
         self.publish_population();
@@ -382,7 +257,7 @@ impl Router {
 
     fn relay(&mut self, session: SessionId, kind: RelayKind, target: &PeerId, text: Text) {
         // A sender that already left (or was evicted) must not be heard after peer_left.
-        let Some(from) = self.members.get(&session) else {
+        let Some(from) = self.members.get(&session).filter(|m| m.held.is_none()) else {
             return;
         };
         let Some(room) = self.rooms.get(&from.room) else {
@@ -396,12 +271,7 @@ impl Router {
         let mut slow = Vec::new();
         match to {
             Some(to) => {
-                debug!(
-                    "relay {} {} -> {target} in {}",
-                    kind.as_str(),
-                    from.peer,
-                    from.room
-                );
+                debug!("relay {} {} -> {target} in {}", kind.as_str(), from.peer, from.room);
                 if self.deliver(to, text, Some(session), &mut slow) {
                     self.metrics.relayed(kind);
                 }
@@ -422,8 +292,8 @@ impl Router {
     }
 
     /// Queues `text` for `to`: onto its queue if it has credit, else into its backlog
-    /// (pausing `sender`). A target that cannot take it is pushed onto `slow`.
-    /// `true` if the message is on its way.
+    /// (pausing `sender`); for a held peer, relays are kept and the rest dropped. A
+    /// target that cannot take it is pushed onto `slow`. `true` if it is on its way.
     fn deliver(
         &mut self,
         to: SessionId,
@@ -435,6 +305,16 @@ impl Router {
             return false;
         };
         let cap = self.limits.peer_queue;
+        if let Some(held) = &mut m.held {
+            // Joins and leaves are not replayed: the next existing_peers says it.
+            if text.sender().is_none() || sender == Some(to) {
+                return false;
+            }
+            let dropped = held.keep(text, cap);
+            self.metrics.kept();
+            self.metrics.kept_dropped(dropped);
+            return true;
+        }
         if m.backlog.is_empty() && m.credit > 0 {
             m.credit -= 1;
             self.out.push_back(Output::Deliver { to, text });
@@ -445,7 +325,12 @@ impl Router {
             self.metrics.queue_len(cap - m.credit);
             return true;
         }
-        if m.stalled || m.backlog.len() >= self.limits.max_backlog {
+        let full = m.backlog.len() >= self.limits.max_backlog;
+        if m.stalled || full {
+            // Kept in order for a resume (§8), unless the bound is reached.
+            if !full {
+                m.backlog.push_back(text);
+            }
             if !slow.contains(&to) {
                 slow.push(to);
             }
@@ -486,7 +371,7 @@ impl Router {
         for sender in holding {
             if let Some(s) = self.members.get_mut(&sender) {
                 s.held_by = s.held_by.saturating_sub(1);
-                if s.held_by == 0 {
+                if s.held_by == 0 && s.held.is_none() {
                     self.out.push_back(Output::Resume { session: sender });
                 }
             }
@@ -495,7 +380,7 @@ impl Router {
 
     fn drained(&mut self, session: SessionId, taken: usize) {
         let cap = self.limits.peer_queue;
-        let Some(m) = self.members.get_mut(&session) else {
+        let Some(m) = self.members.get_mut(&session).filter(|m| m.held.is_none()) else {
             return;
         };
         m.credit = (m.credit + taken).min(cap);
@@ -555,10 +440,13 @@ impl Router {
     }
 
     /// Removes a member and tells the rest of its room. Telling may find more slow
-    /// consumers; they are removed in turn, so each `peer_left` is sent exactly once.
+    /// consumers; they end in turn, so each `peer_left` is sent exactly once.
     fn remove(&mut self, session: SessionId, reason: Option<CloseReason>) {
         let mut pending = vec![(session, reason)];
         while let Some((session, reason)) = pending.pop() {
+            if reason == Some(CloseReason::SlowConsumer) && self.suspend(session, reason) {
+                continue;
+            }
             let Some(gone) = self.forget(session, reason) else {
                 continue;
             };
@@ -574,6 +462,7 @@ impl Router {
             let left: Text = outbound::peer_left(&gone.peer).into();
             let mut slow = Vec::new();
             for other in others {
+                self.forget_kept_from(other, session);
                 self.deliver(other, left.clone(), None, &mut slow);
             }
             for s in slow {
@@ -589,14 +478,18 @@ impl Router {
     /// driver: [`Output::Close`] with a reason, else [`Output::Forget`].
     fn forget(&mut self, session: SessionId, reason: Option<CloseReason>) -> Option<Member> {
         let mut gone = self.members.remove(&session)?;
-        match reason {
-            Some(reason) => {
-                if reason != CloseReason::GoingAway {
-                    info!("evicting {} from {}: {reason}", gone.peer, gone.room);
+        if let Some(held) = gone.held.take() {
+            self.graces.remove(&(held.until, session));
+        } else {
+            match reason {
+                Some(reason) => {
+                    if reason != CloseReason::GoingAway {
+                        info!("evicting {} from {}: {reason}", gone.peer, gone.room);
+                    }
+                    self.out.push_back(Output::Close { session, reason });
                 }
-                self.out.push_back(Output::Close { session, reason });
+                None => self.out.push_back(Output::Forget { session }),
             }
-            None => self.out.push_back(Output::Forget { session }),
         }
         let holding = std::mem::take(&mut gone.holding);
         self.release(holding);
@@ -605,5 +498,4 @@ impl Router {
 }
 
 #[cfg(test)]
-#[path = "router_tests.rs"]
 mod tests;
