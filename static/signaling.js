@@ -15,7 +15,13 @@
  *   polite), buffering of early ICE candidates, local media that can be set or
  *   cleared at any time (renegotiates), and receiving without local media.
  *
- * Wire protocol: see PROTOCOL.md of the server (sections 3-5).
+ * Reconnect (PROTOCOL.md section 8): after an accidental end (network drop,
+ * server restart) the client reconnects by itself with capped, jittered
+ * backoff and the session's resume_token, so the server holds the peer and the
+ * room never sees it leave; the app sees 'reconnecting' and 'reconnected'
+ * events instead of 'close', and messages sent meanwhile wait in order.
+ *
+ * Wire protocol: see PROTOCOL.md of the server (sections 3-5, 8).
  */
 (function (root) {
   'use strict';
@@ -31,9 +37,17 @@
     4403: 'forbidden',
     4408: 'timeout',
     4409: 'peer_id_taken',
+    4410: 'replaced',
     4429: 'rate_limited',
-    4503: 'server_full'
+    4503: 'server_full',
+    1013: 'try_again_later'
   };
+
+  // Closes that retrying cannot fix (PROTOCOL.md section 8): bad ids, no
+  // authorisation, a foreign origin or a kick, and being taken over.
+  var FATAL_CLOSES = [4400, 4401, 4403, 4410];
+  // Messages held while reconnecting; beyond this the oldest are dropped.
+  var OUTBOX_MAX = 512;
 
   function callAll(list, args, where) {
     if (!list) return;
@@ -54,9 +68,14 @@
   }
 
   /**
-   * new WebRTCSignalingClient({ baseUrl, token })
-   *   baseUrl: "ws://host:port" (default: the page's origin, ws: or wss:)
-   *   token:   appended as ?token=... when given (optional auth)
+   * new WebRTCSignalingClient({ baseUrl, token, reconnect, maxRetryDelayMs, resumeWindowMs })
+   *   baseUrl:   "ws://host:port" (default: the page's origin, ws: or wss:)
+   *   token:     appended as ?token=... when given (optional auth)
+   *   reconnect: reconnect after an accidental end (default true)
+   *   maxRetryDelayMs: cap of the backoff between attempts (default 10000)
+   *   resumeWindowMs:  a reconnection later than this after the drop is taken
+   *              as a new session, not a resume (default 8000, below the
+   *              server's default 10 s grace; set it to the server's grace)
    *
    * Events (client.on(type, fn); returns a function that unsubscribes):
    *   'open'            the socket is open (not yet admitted)
@@ -68,7 +87,15 @@
    *   'pong'            answer to ping()
    *   'message'         every parsed message, whatever its type
    *   'close'           {code, reason, wasClean, byClient, error, admitted}
-   *                     error is the last 'error' message received, if any
+   *                     error is the last 'error' message received, if any;
+   *                     only when the session is over for good
+   *   'reconnecting'    {attempt, delayMs, code, reason, error} the socket
+   *                     dropped; another attempt follows after delayMs
+   *   'reconnected'     {resumed} back; resumed=false: the server had given
+   *                     the peer up, so this is a new session (the room saw
+   *                     it leave and join; 'existing_peers' is emitted again)
+   * On a resume the peers that left or joined meanwhile are reported as
+   * 'peer_left' / 'peer_joined' (the server does not replay them).
    */
   function WebRTCSignalingClient(options) {
     options = options || {};
@@ -79,6 +106,14 @@
     this.peerId = null;
     this._handlers = {};
     this._conn = null;
+    this.reconnect = options.reconnect !== false;
+    this.maxRetryDelayMs = options.maxRetryDelayMs || 10000;
+    this.resumeWindowMs = options.resumeWindowMs || 8000;
+    this.resumeToken = null; // from the last existing_peers
+    this.peers = []; // the other peers, in join order
+    this._wanted = false; // connect() called and disconnect() not
+    this._retry = null; // {attempt, since, timer} while reconnecting
+    this._outbox = [];
   }
 
   WebRTCSignalingClient.prototype.on = function (type, fn) {
@@ -100,12 +135,14 @@
     callAll(this._handlers[type], args, type);
   };
 
-  /** The signaling URL for a room and peer id. */
-  WebRTCSignalingClient.prototype.url = function (roomId, peerId) {
+  /** The signaling URL for a room and peer id (and a resume token). */
+  WebRTCSignalingClient.prototype.url = function (roomId, peerId, resumeToken) {
     var url = this.baseUrl.replace(/\/+$/, '') + '/webrtc/signaling/' +
       encodeURIComponent(roomId) + '/' + encodeURIComponent(peerId);
-    if (this.token) url += '?token=' + encodeURIComponent(this.token);
-    return url;
+    var query = [];
+    if (this.token) query.push('token=' + encodeURIComponent(this.token));
+    if (resumeToken) query.push('resume=' + encodeURIComponent(resumeToken));
+    return query.length ? url + '?' + query.join('&') : url;
   };
 
   /**
@@ -114,17 +151,30 @@
    * known from the first message ('existing_peers') or the 'close' event.
    */
   WebRTCSignalingClient.prototype.connect = function (roomId, peerId) {
-    var self = this;
+    this._stopRetry();
     this._drop();
     this.roomId = roomId;
     this.peerId = peerId;
+    this.resumeToken = null;
+    this.peers = [];
+    this._outbox = [];
+    this._wanted = true;
+    return this._open(null);
+  };
+
+  /** One socket; `retry` is the reconnection state when this is a retry. */
+  WebRTCSignalingClient.prototype._open = function (retry) {
+    var self = this;
+    var roomId = this.roomId;
+    var peerId = this.peerId;
     // State of this one socket (a later connect() must not mix them up).
-    var conn = { ws: null, byClient: false, lastError: null, admitted: false, opened: false };
+    var conn = { ws: null, byClient: false, lastError: null, admitted: false, opened: false,
+                 resumeToken: retry ? this.resumeToken : null };
     this._conn = conn;
     return new Promise(function (resolve, reject) {
       var ws;
       try {
-        ws = new WebSocket(self.url(roomId, peerId));
+        ws = new WebSocket(self.url(roomId, peerId, conn.resumeToken));
       } catch (e) {
         self._conn = null;
         reject(e);
@@ -134,7 +184,7 @@
       self.websocket = ws;
       ws.onopen = function () {
         conn.opened = true;
-        self._emit('open');
+        if (!retry) self._emit('open');
         resolve();
       };
       ws.onmessage = function (event) {
@@ -148,7 +198,18 @@
         }
         if (!message || typeof message !== 'object' || typeof message.type !== 'string') return;
         if (message.type === 'error') conn.lastError = message;
-        if (message.type === 'existing_peers') conn.admitted = true;
+        if (message.type === 'existing_peers') {
+          conn.admitted = true;
+          self.resumeToken = typeof message.resume_token === 'string' ? message.resume_token : null;
+          if (retry) return self._rejoined(message, retry, conn);
+          self.peers = (Array.isArray(message.peers) ? message.peers : []).slice();
+        } else if (message.type === 'peer_joined') {
+          if (self.peers.indexOf(message.peer_id) < 0) self.peers.push(message.peer_id);
+        } else if (message.type === 'peer_left') {
+          var i = self.peers.indexOf(message.peer_id);
+          if (i < 0) return; // already reported after a resume
+          self.peers.splice(i, 1);
+        }
         self._emit('message', message);
         self._emit(message.type, message);
       };
@@ -169,14 +230,99 @@
           admitted: conn.admitted,
           opened: conn.opened
         };
-        if (!conn.opened) {
+        if (!conn.opened && !retry) {
           var err = new Error('signaling socket closed before opening (' + event.code + ')');
           err.code = event.code;
           reject(err);
         }
-        self._emit('close', info);
+        if (self._retryable(info, conn, retry)) {
+          self._scheduleRetry(info, retry);
+        } else {
+          self._wanted = false;
+          self._retry = null;
+          self._outbox = [];
+          self._emit('close', info);
+        }
       };
     });
+  };
+
+  /** Whether an end is accidental and worth another attempt. */
+  WebRTCSignalingClient.prototype._retryable = function (info, conn, retry) {
+    if (!this.reconnect || !this._wanted || info.byClient) return false;
+    // Only a session that was once admitted is resumed: a first refusal stands.
+    if (!retry && !conn.admitted) return false;
+    if (FATAL_CLOSES.indexOf(info.code) >= 0) return false;
+    if (info.code === 4409) {
+      // Taken without a token: someone else holds the id. With one (stale or
+      // used), try again as a new session once the server lets the id go.
+      if (!conn.resumeToken) return false;
+      this.resumeToken = null;
+    }
+    return true;
+  };
+
+  WebRTCSignalingClient.prototype._scheduleRetry = function (info, retry) {
+    var self = this;
+    var state = retry || { attempt: 0, since: Date.now(), timer: null };
+    state.attempt += 1;
+    // Exponential backoff with full jitter in its upper half, capped.
+    var base = Math.min(this.maxRetryDelayMs, 250 * Math.pow(2, state.attempt - 1));
+    var delay = Math.round(base / 2 + Math.random() * base / 2);
+    this._retry = state;
+    state.timer = setTimeout(function () {
+      if (self._retry !== state || !self._wanted) return;
+      state.timer = null;
+      self._open(state).catch(function () { /* the close handler retries */ });
+    }, delay);
+    this._emit('reconnecting', { attempt: state.attempt, delayMs: delay, code: info.code,
+                                 reason: info.reason, error: info.error });
+  };
+
+  WebRTCSignalingClient.prototype._stopRetry = function () {
+    if (this._retry && this._retry.timer) clearTimeout(this._retry.timer);
+    this._retry = null;
+  };
+
+  /** The first message after a reconnection: resumed, or a new session. */
+  WebRTCSignalingClient.prototype._rejoined = function (message, retry, conn) {
+    var self = this;
+    var now = Array.isArray(message.peers) ? message.peers.slice() : [];
+    var before = this.peers;
+    // The server answers a resume and a new join alike; a token it could still
+    // accept (sent within the grace) means the peer was held.
+    var resumed = !!conn.resumeToken && Date.now() - retry.since < this.resumeWindowMs;
+    this._retry = null;
+    if (resumed) {
+      // The server does not replay joins and leaves: say what changed.
+      this.peers = now;
+      before.filter(function (p) { return now.indexOf(p) < 0; }).forEach(function (p) {
+        var m = { type: 'peer_left', peer_id: p };
+        self._emit('message', m);
+        self._emit('peer_left', m);
+      });
+      now.filter(function (p) { return before.indexOf(p) < 0; }).forEach(function (p) {
+        var m = { type: 'peer_joined', peer_id: p };
+        self._emit('message', m);
+        self._emit('peer_joined', m);
+      });
+      var held = this._outbox;
+      this._outbox = [];
+      this._emit('reconnected', { resumed: true });
+      held.forEach(function (text) { self.websocket.send(text); });
+    } else {
+      // The room saw this peer leave: everything starts again.
+      this._outbox = [];
+      before.forEach(function (p) {
+        var m = { type: 'peer_left', peer_id: p };
+        self._emit('message', m);
+        self._emit('peer_left', m);
+      });
+      this.peers = now;
+      this._emit('reconnected', { resumed: false });
+      this._emit('message', message);
+      this._emit('existing_peers', message);
+    }
   };
 
   /** Forgets the current socket without events (used by connect()). */
@@ -196,8 +342,18 @@
 
   /** Closes the socket (code 1000). A 'close' event with byClient=true follows. */
   WebRTCSignalingClient.prototype.disconnect = function () {
+    var wasRetrying = !!this._retry;
+    this._wanted = false;
+    this._stopRetry();
+    this._outbox = [];
     var conn = this._conn;
-    if (!conn) return;
+    if (!conn) {
+      if (wasRetrying) {
+        this._emit('close', { code: 1000, reason: '', wasClean: true, byClient: true,
+                              error: null, admitted: true, opened: true });
+      }
+      return;
+    }
     conn.byClient = true;
     try {
       conn.ws.close(1000, 'bye');
@@ -210,10 +366,25 @@
     return !!this.websocket && this.websocket.readyState === WebSocket.OPEN;
   };
 
-  /** Sends one message object; returns false when the socket is not open. */
+  /** Whether the client is between a drop and its next session. */
+  WebRTCSignalingClient.prototype.isReconnecting = function () {
+    return !!this._retry;
+  };
+
+  /**
+   * Sends one message object. While reconnecting it waits (in order, bounded)
+   * and goes out once the session is resumed. Returns false when it can be
+   * neither sent nor held.
+   */
   WebRTCSignalingClient.prototype.send = function (message) {
+    var text = JSON.stringify(message);
+    if (this._retry || (this._conn && this._conn.resumeToken && !this._conn.admitted)) {
+      if (this._outbox.length >= OUTBOX_MAX) this._outbox.shift();
+      this._outbox.push(text);
+      return true;
+    }
     if (!this.isOpen()) return false;
-    this.websocket.send(JSON.stringify(message));
+    this.websocket.send(text);
     return true;
   };
 

@@ -16,6 +16,8 @@
 
 #[path = "browser/cdp.rs"]
 mod cdp;
+#[path = "browser/relay.rs"]
+mod relay;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -73,6 +75,10 @@ browser_test!(
 browser_test!(
     i_https_wss_with_tokens_and_origins,
     "(i) https/wss, tokens, origin allow-list"
+);
+browser_test!(
+    j_signaling_drop_keeps_the_call,
+    "(j) signaling drop: reconnect, resume, call kept"
 );
 
 mod scenario {
@@ -364,8 +370,8 @@ mod scenario {
     /// What the page does around the call: `?token=` goes onto the signaling
     /// URL (ws: for an http: page), /webrtc/ice-servers is fetched on every
     /// Connect and used, a failed fetch falls back to no ICE servers with a
-    /// log line, Disconnect/Connect works, and a server shutdown shows as
-    /// `going_away (1001)`.
+    /// log line, Disconnect/Connect works, and a server shutdown
+    /// (`going_away (1001)`) makes the page reconnect until Disconnect.
     pub fn h_client_plumbing(env: &Env) {
         // A server of its own: configured ICE servers, and shut down below.
         let mut cfg = Config {
@@ -446,16 +452,22 @@ mod scenario {
 
         server.shutdown();
         for p in [&a, &bee] {
+            // A server going away may be a restart: the page keeps trying.
             p.wait(
-                "#status shows the shutdown",
+                "#status shows the page reconnecting after the shutdown",
                 "(() => { const s = document.getElementById('status'); \
-                 return s.dataset.state === 'error' && s.textContent.includes('going_away (1001)'); })()",
+                 return s.dataset.state === 'reconnecting' && s.textContent === 'reconnecting…' && \
+                 document.getElementById('log').textContent.includes('going_away (1001)'); })()",
                 SHORT,
             );
+        }
+        println!("    #status after the server shut down: {:?}", a.status().1);
+        for p in [&a, &bee] {
+            p.click("disconnect");
+            p.wait_status("disconnected");
             p.assert_peers(&[]);
             p.assert_remote_videos(&[]);
         }
-        println!("    #status after the server shut down: {:?}", a.status().1);
         b.assert_no_exceptions();
     }
 
@@ -609,6 +621,85 @@ mod scenario {
         assert_eq!(p2.status(), ("connected".into(), "connected".into()));
         b.assert_no_exceptions();
         server.shutdown();
+    }
+
+    /// PROTOCOL.md §8 in the page: the signaling socket of one tab in a call is
+    /// cut (through a relay) and stays down a moment. The tab shows
+    /// `reconnecting…`, keeps its call and video, and resumes; the other tab
+    /// never sees it leave; afterwards both renegotiate (stop, start video).
+    pub fn j_signaling_drop_keeps_the_call(env: &Env) {
+        let relay = relay::Relay::start(env.server.local_addr());
+        let b = env.browser();
+        let a = b.open(
+            "a",
+            &env.client_url("?room=blip&peer=a&autoconnect=1"),
+            None,
+        );
+        // b's page, and so its signaling socket, goes through the relay.
+        let bee = b.open(
+            "b",
+            &format!(
+                "http://{}/webrtc/client?room=blip&peer=b&autoconnect=1",
+                relay.addr
+            ),
+            None,
+        );
+        for p in [&a, &bee] {
+            p.wait_status("connected");
+            p.click("start-video");
+        }
+        a.wait_peers(&["b"]);
+        bee.wait_peers(&["a"]);
+        a.assert_video_flowing("b");
+        bee.assert_video_flowing("a");
+
+        relay.cut();
+        bee.wait(
+            "b shows the drop",
+            "(() => { const s = document.getElementById('status'); \
+             return s.dataset.state === 'reconnecting' && s.textContent === 'reconnecting…'; })()",
+            SHORT,
+        );
+        // While b is away: the media path does not go through signaling.
+        a.assert_video_flowing("b");
+        bee.assert_video_flowing("a");
+        a.assert_peers(&["b"]);
+        bee.assert_peers(&["a"]);
+        relay.restore();
+        bee.wait_status("connected");
+        bee.wait(
+            "b's log says the session was resumed",
+            "document.getElementById('log').textContent.includes('session resumed, calls kept')",
+            SHORT,
+        );
+        a.assert_peers(&["b"]);
+        a.assert_remote_videos(&["b"]);
+        bee.assert_remote_videos(&["a"]);
+        let a_log = a.eval("document.getElementById('log').textContent");
+        assert!(
+            !a_log.as_str().unwrap_or("").contains("b left"),
+            "a must never see b leave: {a_log}"
+        );
+        // Both can still negotiate: b stops and starts video, then a does.
+        bee.click("stop-video");
+        a.wait(
+            "b's video stops",
+            &format!("{}.frozen", video_probe_js("b")),
+            MEDIA,
+        );
+        bee.click("start-video");
+        a.assert_video_flowing("b");
+        a.click("stop-video");
+        bee.wait(
+            "a's video stops",
+            &format!("{}.frozen", video_probe_js("a")),
+            MEDIA,
+        );
+        a.click("start-video");
+        bee.assert_video_flowing("a");
+        a.assert_peers(&["b"]);
+        bee.assert_peers(&["a"]);
+        b.assert_no_exceptions();
     }
 }
 

@@ -75,7 +75,10 @@ fn a_reset_connection_is_held_and_resumed_with_the_kept_messages_and_no_flap() {
     let server = start();
     let addr = server.local_addr();
     let (mut a, b) = pair(addr, "room", "a", "b");
-    let token = b.resume_token.clone().expect("existing_peers carries a resume token");
+    let token = b
+        .resume_token
+        .clone()
+        .expect("existing_peers carries a resume token");
     reset(b);
     settle(addr, HELD, 1.0);
     // Held: still listed, its id taken, relays to it kept.
@@ -146,7 +149,10 @@ fn the_grace_running_out_is_one_peer_left() {
     b.drop_tcp();
     a.expect_json(left("b"));
     a.expect_silence(Duration::from_millis(300));
-    assert_eq!(metric(addr, "webrtc_signaling_resume_grace_expired_total"), 1.0);
+    assert_eq!(
+        metric(addr, "webrtc_signaling_resume_grace_expired_total"),
+        1.0
+    );
     // Too late: the token is ignored and b is a new peer.
     let _b = resume(addr, "room", "b", &token, &["a"]);
     a.expect_json(json!({"type": "peer_joined", "peer_id": "b"}));

@@ -8,8 +8,8 @@
 //! for the state machine's next deadline. No polling, no second thread; over TLS
 //! nothing changes here ([`Io`] hides rustls behind the same non-blocking calls).
 
-use std::io::{self, Write};
 use std::cell::Cell;
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

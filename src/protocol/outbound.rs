@@ -11,9 +11,16 @@ enum Out<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         resume_token: Option<&'a str>,
     },
-    PeerJoined { peer_id: &'a PeerId },
-    PeerLeft { peer_id: &'a PeerId },
-    Error { code: &'a str, message: &'a str },
+    PeerJoined {
+        peer_id: &'a PeerId,
+    },
+    PeerLeft {
+        peer_id: &'a PeerId,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
 }
 
 fn to_text(out: &Out<'_>) -> String {

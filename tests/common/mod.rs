@@ -93,7 +93,11 @@ pub fn take_resume_token(v: &mut Value) -> Option<String> {
     let token = v.as_object_mut()?.remove("resume_token")?;
     let token = token
         .as_str()
-        .filter(|t| t.len() >= 22 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|t| {
+            t.len() >= 22
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
         .unwrap_or_else(|| panic!("resume_token must be a long URL-safe string: {token}"));
     Some(token.to_owned())
 }

@@ -188,7 +188,8 @@ impl Router {
     }
 
     fn publish_population(&self) {
-        self.metrics.set_population(self.sessions(), self.rooms.len());
+        self.metrics
+            .set_population(self.sessions(), self.rooms.len());
         self.metrics.set_suspended(self.graces.len());
     }
 
@@ -271,7 +272,12 @@ impl Router {
         let mut slow = Vec::new();
         match to {
             Some(to) => {
-                debug!("relay {} {} -> {target} in {}", kind.as_str(), from.peer, from.room);
+                debug!(
+                    "relay {} {} -> {target} in {}",
+                    kind.as_str(),
+                    from.peer,
+                    from.room
+                );
                 if self.deliver(to, text, Some(session), &mut slow) {
                     self.metrics.relayed(kind);
                 }

@@ -138,7 +138,10 @@ impl Router {
                     session: holder,
                     reason: CloseReason::Replaced,
                 });
-                m.backlog.drain(..).filter(|t| t.sender().is_some()).collect()
+                m.backlog
+                    .drain(..)
+                    .filter(|t| t.sender().is_some())
+                    .collect()
             }
         };
         let holding = std::mem::take(&mut m.holding);

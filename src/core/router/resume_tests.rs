@@ -82,7 +82,12 @@ fn a_network_end_holds_the_peer_quietly_and_keeps_relays_in_order() {
     assert_eq!(s.join_t("r", "b", 4, Some("t2")), Reply::Resumed);
     assert_eq!(
         s.take_all(4),
-        [welcome(&["a", "c"], "t4"), "m0".into(), "m1".into(), "m2".into()]
+        [
+            welcome(&["a", "c"], "t4"),
+            "m0".into(),
+            "m1".into(),
+            "m2".into()
+        ]
     );
     assert!(s.take(1).is_empty(), "no peer_left, no peer_joined for a");
     assert!(
@@ -238,7 +243,11 @@ fn closes_that_are_not_network_reasons_leave_at_once() {
         s.join_t("r", "b", 2, None);
         s.take_all(1);
         s.end(2, reason);
-        assert_eq!(s.take(1), [r#"{"type":"peer_left","peer_id":"b"}"#], "{reason}");
+        assert_eq!(
+            s.take(1),
+            [r#"{"type":"peer_left","peer_id":"b"}"#],
+            "{reason}"
+        );
     }
 }
 

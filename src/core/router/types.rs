@@ -208,4 +208,3 @@ impl Hasher for IdHasher {
 }
 
 pub type IdMap<V> = HashMap<SessionId, V, BuildHasherDefault<IdHasher>>;
-
