@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
     // its socket never fills.
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    // The resident's count of `peer_left`, so that the end of the run can wait for
+    // the last joiner's leave instead of guessing how long it takes.
+    let left = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let left2 = left.clone();
     let mut rws = resident.ws;
     let reader = thread::Builder::new()
         .name("resident".into())
@@ -51,6 +55,11 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
                             .ok()
                             .and_then(|v| v["type"].as_str().map(str::to_string))
                             .unwrap_or_else(|| "not JSON".into());
+                        if kind == "peer_left" {
+                            let (count, changed) = &*left2;
+                            *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                            changed.notify_all();
+                        }
                         *seen.entry(kind).or_default() += 1;
                     }
                     Ok(Message::Close(f)) => {
@@ -77,6 +86,7 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
     let mut m0 = watch.snap();
     let mut t0 = Instant::now();
     let mut consecutive = 0;
+    let mut admitted = 0u64;
     for i in 0..o.warmup_iters + o.joins {
         if i == o.warmup_iters {
             m0 = watch.snap();
@@ -87,6 +97,7 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
             Ok(mut s) => {
                 let lat = now_ns() - start;
                 consecutive = 0;
+                admitted += 1;
                 if s.existing_peers != ["resident"] {
                     wrong_peers += 1;
                 }
@@ -113,8 +124,23 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
     }
     let secs = t0.elapsed().as_secs_f64();
     let m1 = watch.snap();
-    // Give the resident a moment to see the last peer_left.
-    thread::sleep(Duration::from_millis(200));
+    // Every admitted joiner's leave reaches the resident; bounded, in case one does
+    // not (the check then reports it).
+    {
+        let (count, changed) = &*left;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n < admitted {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                break;
+            }
+            n = changed
+                .wait_timeout(n, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     let (seen, end) = reader
         .join()
