@@ -2,7 +2,6 @@
 //! connect, how many stay connected, and what they cost the server.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,9 +13,10 @@ use tungstenite::Message;
 
 use crate::net::{close_desc, close_hint, connect, is_timeout, ws_config, Ws};
 use crate::opts::Opts;
+use crate::poller::{self, Epoll};
 use crate::procs::{cpu, snap_json, snap_line, Watch};
 use crate::report::{int, mib, now_ns, round1, round3, Out, Summary};
-use crate::target::Target;
+use crate::target::{bases, pick, Target};
 use crate::Res;
 
 pub struct IdlePeer {
@@ -49,41 +49,35 @@ pub fn idle_poller(
 ) -> IdleStats {
     let mut st = IdleStats::default();
     let mut peers: Vec<IdlePeer> = Vec::new();
-    // SAFETY: epoll_create1 has no preconditions; the descriptor is closed below.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        st.poll_error = Some(format!("epoll_create1: {}", io::Error::last_os_error()));
-        // Still take the sockets so they are counted (as not held).
-        while let Ok((idx, ws)) = rx.recv() {
-            peers.push(IdlePeer {
-                idx,
-                ws,
-                alive: false,
-                end: Some("not polled".into()),
-                peer_left: 0,
-            });
+    let ep = match Epoll::new() {
+        Ok(ep) => Some(ep),
+        Err(e) => {
+            st.poll_error = Some(format!("epoll_create1: {e}"));
+            // Still take the sockets so they are counted (as not held).
+            while let Ok((idx, ws)) = rx.recv() {
+                peers.push(IdlePeer {
+                    idx,
+                    ws,
+                    alive: false,
+                    end: Some("not polled".into()),
+                    peer_left: 0,
+                });
+            }
+            None
         }
-    }
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    let mut feeding = ep >= 0;
-    loop {
-        if ep < 0 {
-            break;
-        }
+    };
+    let mut events = vec![poller::event(); 256];
+    let mut feeding = true;
+    while let Some(ep) = &ep {
         while feeding {
             match rx.try_recv() {
                 Ok((idx, mut ws)) => {
                     let _ = ws.get_mut().set_nonblocking(true);
-                    let mut ev = libc::epoll_event {
-                        events: libc::EPOLLIN as u32,
-                        u64: peers.len() as u64,
-                    };
-                    // SAFETY: `ep` and the socket are open descriptors; `ev` is valid.
-                    let rc = unsafe {
-                        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ws.get_ref().as_raw_fd(), &mut ev)
-                    };
-                    let failed =
-                        (rc != 0).then(|| format!("epoll_ctl: {}", io::Error::last_os_error()));
+                    let fd = ws.get_ref().as_raw_fd();
+                    let failed = ep
+                        .add(fd, peers.len() as u64, poller::IN)
+                        .err()
+                        .map(|e| format!("epoll_ctl: {e}"));
                     let mut p = IdlePeer {
                         idx,
                         ws,
@@ -96,15 +90,7 @@ pub fn idle_poller(
                     if p.alive {
                         service_idle(&mut p, &mut st);
                         if !p.alive {
-                            // SAFETY: as above; a null event is allowed for EPOLL_CTL_DEL.
-                            unsafe {
-                                libc::epoll_ctl(
-                                    ep,
-                                    libc::EPOLL_CTL_DEL,
-                                    p.ws.get_ref().as_raw_fd(),
-                                    std::ptr::null_mut(),
-                                )
-                            };
+                            ep.delete(fd);
                         }
                     }
                     peers.push(p);
@@ -118,17 +104,14 @@ pub fn idle_poller(
         }
         // Short timeout only while sockets are still being handed over.
         let timeout = if feeding { 50 } else { 200 };
-        // SAFETY: `events` is a valid buffer of `events.len()` epoll_event.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, timeout) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let n = match ep.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(e) => {
+                st.poll_error = Some(format!("epoll_wait: {e}"));
+                break;
             }
-            st.poll_error = Some(format!("epoll_wait: {e}"));
-            break;
-        }
-        for ev in &events[..n as usize] {
+        };
+        for ev in &events[..n] {
             let Some(p) = peers.get_mut(ev.u64 as usize) else {
                 continue;
             };
@@ -137,21 +120,9 @@ pub fn idle_poller(
             }
             service_idle(p, &mut st);
             if !p.alive {
-                // SAFETY: as above; a null event is allowed for EPOLL_CTL_DEL.
-                unsafe {
-                    libc::epoll_ctl(
-                        ep,
-                        libc::EPOLL_CTL_DEL,
-                        p.ws.get_ref().as_raw_fd(),
-                        std::ptr::null_mut(),
-                    )
-                };
+                ep.delete(p.ws.get_ref().as_raw_fd());
             }
         }
-    }
-    if ep >= 0 {
-        // SAFETY: `ep` is our epoll descriptor, closed once.
-        unsafe { libc::close(ep) };
     }
     for mut p in peers {
         st.peers.push((p.idx, p.alive, p.peer_left));
@@ -201,12 +172,12 @@ pub fn service_idle(p: &mut IdlePeer, st: &mut IdleStats) {
     }
 }
 
-pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
+pub fn run(o: &Opts, t: &[Target], prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
     out.line(format!(
         "idle: {} peers in rooms of two, held {:.1} s once connected, at {}",
         o.peers,
         o.hold,
-        t.base()
+        bases(t).join(", ")
     ));
     let before = watch.snap();
     let npollers = o.peers.div_ceil(1000).clamp(1, 4);
@@ -242,7 +213,7 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
         let room = format!("{prefix}-i{}", i / 2);
         let peer = if i % 2 == 0 { "a" } else { "b" };
         let s0 = now_ns();
-        match connect(t, &room, peer, cfg, o.connect_timeout) {
+        match connect(pick(t, i), &room, peer, cfg, o.connect_timeout) {
             Ok(s) => {
                 connect_lat.push(now_ns() - s0);
                 connected += 1;
@@ -336,6 +307,26 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
         int(connected),
         if ok { "OK" } else { "FAILED" }
     ));
+    if t.len() > 1 {
+        // Peer i went through url[i % n]: a room's two peers on two instances.
+        let mut per_url = vec![(0u64, 0u64); t.len()];
+        for &(i, alive, _) in &st.peers {
+            per_url[i % t.len()].0 += 1;
+            per_url[i % t.len()].1 += u64::from(alive);
+        }
+        let line: Vec<String> = t
+            .iter()
+            .zip(&per_url)
+            .map(|(t, (c, s))| format!("{} {c} connected, {s} stayed", t.base()))
+            .collect();
+        out.line(format!("  per URL: {}", line.join("; ")));
+        let list: Vec<Value> = t
+            .iter()
+            .zip(&per_url)
+            .map(|(t, (c, s))| json!({"url": t.base(), "connected": c, "stayed_connected": s}))
+            .collect();
+        out.set("spread", json!({"per_url": list}));
+    }
     for (k, v) in &st.dropped {
         out.line(format!("  dropped: {v} x {k}{}", close_hint(k)));
     }

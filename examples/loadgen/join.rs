@@ -14,22 +14,24 @@ use crate::net::{close_desc, close_hint, connect, is_timeout, polite_close, ws_c
 use crate::opts::Opts;
 use crate::procs::{report_procs, Watch};
 use crate::report::{int, now_ns, round3, Out, Summary};
-use crate::target::Target;
+use crate::target::{bases, pick, Target};
 use crate::{Fail, Res};
 
-pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
+pub fn run(o: &Opts, t: &[Target], prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
     out.line(format!(
         "join: {} sequential joins (after {} warm-up) into a room with one resident peer, at {}",
         o.joins,
         o.warmup_iters,
-        t.base()
+        bases(t).join(", ")
     ));
     let before = watch.snap();
     let room = format!("{prefix}-join");
     let cfg = ws_config(4096);
-    let addr = t.addrs[0];
-    let resident =
-        connect(t, &room, "resident", cfg, o.connect_timeout).map_err(|e| e.explain(addr))?;
+    // The resident on the first URL, joiner i on url[i % n]: with several instances,
+    // most joins cross from one instance to another.
+    let home = pick(t, 0);
+    let resident = connect(home, &room, "resident", cfg, o.connect_timeout)
+        .map_err(|e| e.explain(home.addrs[0]))?;
     // The resident reads (peer_joined / peer_left for every joiner, pings) so that
     // its socket never fills.
     let stop = Arc::new(AtomicBool::new(false));
@@ -86,6 +88,7 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
     let mut m0 = watch.snap();
     let mut t0 = Instant::now();
     let mut consecutive = 0;
+    let mut per_url: Vec<Vec<u64>> = vec![Vec::new(); t.len()];
     let mut admitted = 0u64;
     for i in 0..o.warmup_iters + o.joins {
         if i == o.warmup_iters {
@@ -93,7 +96,8 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
             t0 = Instant::now();
         }
         let start = now_ns();
-        match connect(t, &room, &format!("j{i}"), cfg, o.connect_timeout) {
+        let via = pick(t, i);
+        match connect(via, &room, &format!("j{i}"), cfg, o.connect_timeout) {
             Ok(mut s) => {
                 let lat = now_ns() - start;
                 consecutive = 0;
@@ -103,6 +107,7 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
                 }
                 if i >= o.warmup_iters {
                     samples.push(lat);
+                    per_url[i % t.len()].push(lat);
                 }
                 polite_close(&mut s.ws, Duration::from_secs(2));
             }
@@ -111,7 +116,7 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
                     stop.store(true, Ordering::SeqCst);
                     return Err(Fail::Fatal(format!(
                         "the first join failed: {}",
-                        e.explain(addr)
+                        e.explain(via.addrs[0])
                     )));
                 }
                 *failed.entry(e.key()).or_default() += 1;
@@ -152,6 +157,15 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
     let nfailed: u64 = failed.values().sum();
     let ok = nfailed == 0 && wrong_peers == 0 && end.is_none() && joined_seen == attempts;
     out.line(format!("connect->existing_peers: {}", lat.line()));
+    if t.len() > 1 {
+        let mut list = Vec::new();
+        for (target, samples) in t.iter().zip(per_url) {
+            let s = Summary::of(samples, None);
+            out.line(format!("  via {}: {}", target.base(), s.line()));
+            list.push(json!({"url": target.base(), "join_us": s.json()}));
+        }
+        out.set("spread", json!({"per_url": list}));
+    }
     out.line(format!(
         "{} joins in {secs:.2} s = {} joins/s (each followed by a close handshake)",
         int(n),

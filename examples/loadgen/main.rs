@@ -1,13 +1,13 @@
 //! `loadgen`: a load and latency tool to run against a webrtc-signaling deployment;
-//! this file owns the entry point: exit status, option checks that span modes, and
-//! dispatch to the mode modules.
+//! this file owns the entry point: exit status, option checks that span modes, the
+//! probe of every URL, and dispatch to the mode modules.
 //!
-//! `cargo run --release --example loadgen -- <pairs|roundtrip|idle|join> [options]`;
+//! `cargo run --release --example loadgen -- <pairs|roundtrip|idle|join|soak> [options]`;
 //! `--help` documents every mode and flag, `docs/loadgen.md` every figure.
 //!
 //! Synchronous threads only (no async runtime): tungstenite clients on blocking
 //! sockets, a condition variable for the pairs' in-flight window, and `epoll(7)` over
-//! many non-blocking sockets for the idle peers. `wss://` runs the same clients over
+//! many non-blocking sockets for the idle and soak peers. `wss://` runs the same clients over
 //! a rustls connection (ring provider); `--auth-secret` mints a room token per peer.
 
 mod candidate;
@@ -16,9 +16,15 @@ mod join;
 mod net;
 mod opts;
 mod pairs;
+mod poller;
 mod procs;
 mod report;
 mod roundtrip;
+mod soak;
+mod soak_peer;
+mod soak_report;
+mod soak_worker;
+
 mod target;
 mod tls;
 
@@ -28,10 +34,10 @@ use serde_json::json;
 
 use candidate::CandidateWriter;
 use net::{probe, run_prefix};
-use opts::{parse_args, Mode};
+use opts::{parse_args, Mode, Opts};
 use procs::{raise_nofile, Watch};
 use report::{now_ns, Out};
-use target::Target;
+use target::{bases, Target};
 
 /// How a run that could not finish ends: a usage error exits 2 with a pointer to
 /// `--help`; a fatal one exits 1, after the JSON line that carries its reason.
@@ -81,25 +87,33 @@ fn run(args: Vec<String>) -> Res<bool> {
             )));
         }
     }
-    let mut target = Target::parse(&o.url)?;
-    target.configure(&o)?;
+    let mut targets = Vec::with_capacity(o.urls.len());
+    for url in &o.urls {
+        let mut target = Target::parse(url)?;
+        target.configure(&o)?;
+        targets.push(target);
+    }
     let watch = Watch::new(o.server_pid)?;
     let mut out = Out {
         json_only: o.json,
         doc: serde_json::Map::new(),
     };
     out.set("mode", json!(o.mode.name()));
-    out.set("url", json!(target.base()));
+    // One URL keeps the JSON of a single-server run as it always was.
+    out.set("url", json!(bases(&targets).join(",")));
+    if targets.len() > 1 {
+        out.set("urls", json!(bases(&targets)));
+    }
     let need = match o.mode {
         Mode::Pairs => 2 * o.pairs as u64 + 32,
-        Mode::Idle => o.peers as u64 + 32,
+        Mode::Idle | Mode::Soak => o.peers as u64 + 32,
         _ => 64,
     };
     raise_nofile(&mut out, need);
     if let Some(lim) = watch.server_nofile() {
         let conns = match o.mode {
             Mode::Pairs => 2 * o.pairs as u64,
-            Mode::Idle => o.peers as u64,
+            Mode::Idle | Mode::Soak => o.peers as u64,
             _ => 2,
         };
         if lim < conns + 16 {
@@ -110,17 +124,14 @@ fn run(args: Vec<String>) -> Res<bool> {
     }
     let prefix = run_prefix();
     now_ns(); // start the clock
-    let result = probe(&mut target, &prefix, o.connect_timeout).and_then(|()| {
-        out.progress(format!(
-            "{} answers at {} (room prefix {prefix})",
-            target.base(),
-            target.addrs[0]
-        ));
+    let result = probe_all(&mut targets, &prefix, &o, &mut out).and_then(|()| {
+        let t = &targets;
         match o.mode {
-            Mode::Pairs => pairs::run(&o, &target, &prefix, &watch, &mut out),
-            Mode::Roundtrip => roundtrip::run(&o, &target, &prefix, &watch, &mut out),
-            Mode::Idle => idle::run(&o, &target, &prefix, &watch, &mut out),
-            Mode::Join => join::run(&o, &target, &prefix, &watch, &mut out),
+            Mode::Pairs => pairs::run(&o, t, &prefix, &watch, &mut out),
+            Mode::Roundtrip => roundtrip::run(&o, t, &prefix, &watch, &mut out),
+            Mode::Idle => idle::run(&o, t, &prefix, &watch, &mut out),
+            Mode::Join => join::run(&o, t, &prefix, &watch, &mut out),
+            Mode::Soak => soak::run(&o, t, &prefix, &watch, &mut out),
         }
     });
     match result {
@@ -137,4 +148,24 @@ fn run(args: Vec<String>) -> Res<bool> {
         }
         Err(usage) => Err(usage),
     }
+}
+
+/// Every URL is probed before any load, so that one instance missing from a
+/// cluster is one clear error rather than a share of failed peers.
+fn probe_all(targets: &mut [Target], prefix: &str, o: &Opts, out: &mut Out) -> Res<()> {
+    for (i, target) in targets.iter_mut().enumerate() {
+        // Distinct probe rooms: an instance may not have heard of the previous
+        // probe's leave yet.
+        let room = match i {
+            0 => prefix.to_string(),
+            _ => format!("{prefix}-u{i}"),
+        };
+        probe(target, &room, o.connect_timeout)?;
+        out.progress(format!(
+            "{} answers at {} (room prefix {prefix})",
+            target.base(),
+            target.addrs[0]
+        ));
+    }
+    Ok(())
 }

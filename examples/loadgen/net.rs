@@ -391,23 +391,23 @@ pub fn run_prefix() -> String {
     format!("lg{}-{t}", std::process::id())
 }
 
-/// Connects the two peers of one room: `a` first, then `b`; `a` then sees
-/// `peer_joined b`.
+/// Connects the two peers of one room: `a` first (through `ta`), then `b` (through
+/// `tb`, the same instance or another of the cluster); `a` then sees `peer_joined b`.
 pub fn connect_pair(
-    t: &Target,
+    ta: &Target,
+    tb: &Target,
     room: &str,
     cfg: WebSocketConfig,
     timeout: Duration,
 ) -> Result<(Ws, Ws), String> {
-    let addr = t.addrs[0];
-    let a = connect(t, room, "a", cfg, timeout).map_err(|e| e.explain(addr))?;
+    let a = connect(ta, room, "a", cfg, timeout).map_err(|e| e.explain(ta.addrs[0]))?;
     if !a.existing_peers.is_empty() {
         return Err(format!(
             "room {room} is not empty ({:?}): another client uses it",
             a.existing_peers
         ));
     }
-    let b = connect(t, room, "b", cfg, timeout).map_err(|e| e.explain(addr))?;
+    let b = connect(tb, room, "b", cfg, timeout).map_err(|e| e.explain(tb.addrs[0]))?;
     if b.existing_peers != ["a"] {
         return Err(format!(
             "room {room}: b expected existing_peers [\"a\"], got {:?}",

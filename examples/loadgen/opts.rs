@@ -22,11 +22,17 @@ MODES:
              server's WebSocket pings; how many connected and how many stayed connected.
   join       sequential joins into a room with one resident peer; latency from TCP
              connect to the `existing_peers` message, then a polite close.
+  soak       N peers in rooms of --room-size, each sending offers to its room-mates
+             at --rate for --secs while peers leave and rejoin (--churn-per-sec);
+             counts every relay per sender and receiver: lost, duplicated, reordered,
+             relays after peer_left; delivery latency; existing_peers consistency.
 
 OPTIONS (every mode):
   --url URL            server base URL [ws://127.0.0.1:8000], ws:// or wss://; the
                        tool appends /webrtc/signaling/{room}/{peer} (a path prefix is
-                       kept, e.g. a reverse proxy's /sig)
+                       kept, e.g. a reverse proxy's /sig). Repeat it, or give a
+                       comma-separated list, for several instances of one cluster:
+                       peers are spread round-robin over the URLs
   --auth-secret S      the server's --auth-secret: every connection carries
                        ?token=JWT (HS256; claims room, peer, exp now+1h) minted here
   --server-pid PID     the server's process on this host: its VmRSS, VmHWM and Threads
@@ -54,15 +60,28 @@ pairs:
                        realistic ~250 B candidate plus a sequence number, a send
                        timestamp and padding [300]
   --drain T            seconds to wait for in-flight messages after the load stops [5]
+  --cross              the two peers of each pair on different URLs: pair i's sender
+                       on url[i % n], its receiver on url[(i+1) % n] (without it,
+                       both on url[i % n])
 roundtrip:
   --iters N            measured round trips [10000]
   --warmup N           unmeasured round trips first [500]
+  --cross              A on the first URL, B on the second
 idle:
   --peers N            idle peers, two per room [1000]
   --hold T             seconds to hold them once all have connected [10]
 join:
   --joins N            measured joins [2000]
   --warmup N           unmeasured joins first [100]
+soak:
+  --peers N            peers, spread round-robin over the URLs [300]
+  --room-size N        peers per room (the last room may have fewer) [4]
+  --rate R             offers per second sent by each peer, to its room-mates in
+                       turn [5]
+  --churn-per-sec C    leaves and rejoins per second (one peer at a time closes, then
+                       rejoins the same room as the same peer id, on the next URL) [1]
+  --secs T             seconds of load [30]
+  --drain T            seconds to wait for in-flight relays and room events [5]
 
 OUTPUT:
   Human-readable lines on stdout (progress on stderr), then one JSON line with every
@@ -96,6 +115,7 @@ pub enum Mode {
     Roundtrip,
     Idle,
     Join,
+    Soak,
 }
 
 impl Mode {
@@ -105,6 +125,7 @@ impl Mode {
             Mode::Roundtrip => "roundtrip",
             Mode::Idle => "idle",
             Mode::Join => "join",
+            Mode::Soak => "soak",
         }
     }
     pub fn flags(self) -> &'static [&'static str] {
@@ -116,17 +137,27 @@ impl Mode {
                 "--window",
                 "--payload-bytes",
                 "--drain",
+                "--cross",
             ],
-            Mode::Roundtrip => &["--iters", "--warmup"],
+            Mode::Roundtrip => &["--iters", "--warmup", "--cross"],
             Mode::Idle => &["--peers", "--hold"],
             Mode::Join => &["--joins", "--warmup"],
+            Mode::Soak => &[
+                "--peers",
+                "--room-size",
+                "--rate",
+                "--churn-per-sec",
+                "--secs",
+                "--drain",
+            ],
         }
     }
 }
 
 pub struct Opts {
     pub mode: Mode,
-    pub url: String,
+    /// One or more base URLs (several: instances of one cluster).
+    pub urls: Vec<String>,
     pub auth_secret: Option<String>,
     pub tls: TlsTrust,
     pub server_pid: Option<u32>,
@@ -143,12 +174,16 @@ pub struct Opts {
     pub peers: usize,
     pub hold: f64,
     pub joins: usize,
+    pub cross: bool,
+    pub room_size: usize,
+    pub rate: f64,
+    pub churn_per_sec: f64,
 }
 
 pub fn parse_args(args: Vec<String>) -> Res<Option<Opts>> {
     if args.is_empty() {
         return Err(Fail::Usage(
-            "missing mode: pairs, roundtrip, idle or join".into(),
+            "missing mode: pairs, roundtrip, idle, join or soak".into(),
         ));
     }
     if args
@@ -163,36 +198,45 @@ pub fn parse_args(args: Vec<String>) -> Res<Option<Opts>> {
         "roundtrip" => Mode::Roundtrip,
         "idle" => Mode::Idle,
         "join" => Mode::Join,
+        "soak" => Mode::Soak,
         other => {
             return Err(Fail::Usage(format!(
-                "unknown mode `{other}`: expected pairs, roundtrip, idle or join"
+                "unknown mode `{other}`: expected pairs, roundtrip, idle, join or soak"
             )))
         }
     };
     let mut o = Opts {
         mode,
-        url: "ws://127.0.0.1:8000".into(),
+        urls: Vec::new(),
         auth_secret: None,
         tls: TlsTrust::Unset,
         server_pid: None,
         json: false,
         connect_timeout: Duration::from_secs(5),
         pairs: 50,
-        secs: 10.0,
+        secs: if mode == Mode::Soak { 30.0 } else { 10.0 },
         warmup_secs: 1.0,
         window: 64,
         payload_bytes: 300,
         drain: 5.0,
         iters: 10_000,
         warmup_iters: if mode == Mode::Join { 100 } else { 500 },
-        peers: 1000,
+        peers: if mode == Mode::Soak { 300 } else { 1000 },
         hold: 10.0,
         joins: 2000,
+        cross: false,
+        room_size: 4,
+        rate: 5.0,
+        churn_per_sec: 1.0,
     };
     let mut it = args.into_iter().skip(1);
     while let Some(arg) = it.next() {
         if arg == "--json" {
             o.json = true;
+            continue;
+        }
+        if arg == "--cross" && mode.flags().contains(&"--cross") {
+            o.cross = true;
             continue;
         }
         if arg == "--insecure" {
@@ -229,7 +273,16 @@ pub fn parse_args(args: Vec<String>) -> Res<Option<Opts>> {
                 .ok_or_else(|| Fail::Usage(format!("{flag} needs a value")))?,
         };
         match flag.as_str() {
-            "--url" => o.url = value,
+            "--url" => {
+                // Repeatable and comma-separated alike: both spellings are common in
+                // scripts that list a cluster's instances.
+                for url in value.split(',').map(str::trim) {
+                    if url.is_empty() {
+                        return Err(Fail::Usage(format!("--url {value}: an empty URL")));
+                    }
+                    o.urls.push(url.to_string());
+                }
+            }
             "--auth-secret" if value.is_empty() => {
                 return Err(Fail::Usage("--auth-secret needs a non-empty secret".into()))
             }
@@ -251,8 +304,15 @@ pub fn parse_args(args: Vec<String>) -> Res<Option<Opts>> {
             "--peers" => o.peers = num(&flag, &value, 1, 1_000_000)? as usize,
             "--hold" => o.hold = secs(&flag, &value, 0.0, 86_400.0)?,
             "--joins" => o.joins = num(&flag, &value, 1, 100_000_000)? as usize,
+            "--cross" => return Err(Fail::Usage("--cross takes no value".into())),
+            "--room-size" => o.room_size = num(&flag, &value, 2, 10_000)? as usize,
+            "--rate" => o.rate = rate(&flag, &value, 0.01, 10_000.0)?,
+            "--churn-per-sec" => o.churn_per_sec = rate(&flag, &value, 0.0, 10_000.0)?,
             _ => unreachable!("flag list and match disagree: {flag}"),
         }
+    }
+    if o.urls.is_empty() {
+        o.urls.push("ws://127.0.0.1:8000".into());
     }
     Ok(Some(o))
 }
@@ -270,7 +330,19 @@ pub fn num(flag: &str, v: &str, min: u64, max: u64) -> Res<u64> {
     Ok(n)
 }
 
-pub fn secs(flag: &str, v: &str, min: f64, max: f64) -> Res<f64> {
+pub fn rate(flag: &str, v: &str, min: f64, max: f64) -> Res<f64> {
+    let r: f64 = v
+        .parse()
+        .map_err(|_| Fail::Usage(format!("{flag} wants a number per second, not `{v}`")))?;
+    if !(min..=max).contains(&r) {
+        return Err(Fail::Usage(format!(
+            "{flag} must be in {min}..={max} per second, not {v}"
+        )));
+    }
+    Ok(r)
+}
+
+fn secs(flag: &str, v: &str, min: f64, max: f64) -> Res<f64> {
     let s: f64 = v
         .parse()
         .map_err(|_| Fail::Usage(format!("{flag} wants seconds, not `{v}`")))?;
@@ -280,4 +352,63 @@ pub fn secs(flag: &str, v: &str, min: f64, max: f64) -> Res<f64> {
         )));
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Res<Option<Opts>> {
+        parse_args(args.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn several_urls_and_cross() {
+        let o = opts(&[
+            "soak",
+            "--url",
+            "ws://127.0.0.1:1, ws://127.0.0.1:2",
+            "--url=ws://[::1]:3",
+        ])
+        .ok()
+        .flatten()
+        .unwrap();
+        assert_eq!(
+            o.urls,
+            ["ws://127.0.0.1:1", "ws://127.0.0.1:2", "ws://[::1]:3"]
+        );
+        assert_eq!((o.peers, o.secs, o.room_size), (300, 30.0, 4));
+        let o = opts(&["idle"]).ok().flatten().unwrap();
+        assert_eq!((o.urls.len(), o.peers), (1, 1000));
+        assert!(opts(&["pairs", "--cross"]).ok().flatten().unwrap().cross);
+        assert!(
+            opts(&["roundtrip", "--cross"])
+                .ok()
+                .flatten()
+                .unwrap()
+                .cross
+        );
+        assert!(matches!(opts(&["join", "--cross"]), Err(Fail::Usage(_))));
+        assert!(matches!(opts(&["pairs", "--cross=1"]), Err(Fail::Usage(_))));
+        assert!(matches!(
+            opts(&["soak", "--url", "ws://127.0.0.1:1,"]),
+            Err(Fail::Usage(_))
+        ));
+        assert!(matches!(
+            opts(&["soak", "--room-size", "1"]),
+            Err(Fail::Usage(_))
+        ));
+        assert!(matches!(
+            opts(&["soak", "--churn-per-sec", "x"]),
+            Err(Fail::Usage(_))
+        ));
+        assert_eq!(
+            opts(&["soak", "--churn-per-sec", "0"])
+                .ok()
+                .flatten()
+                .unwrap()
+                .churn_per_sec,
+            0.0
+        );
+    }
 }

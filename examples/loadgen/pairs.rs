@@ -21,7 +21,7 @@ use crate::net::{
 use crate::opts::Opts;
 use crate::procs::{report_procs, Watch};
 use crate::report::{int, now_ns, round3, Out, Summary};
-use crate::target::Target;
+use crate::target::{bases, pick, spread, Target};
 use crate::{Fail, Res};
 
 pub struct PairShared {
@@ -306,7 +306,7 @@ pub fn receiver(
     r
 }
 
-pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
+pub fn run(o: &Opts, t: &[Target], prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
     let writer = Arc::new(CandidateWriter::new(o.payload_bytes));
     let seq_hint = writer.head.len() - SEQ_KEY.len();
     out.line(format!(
@@ -318,8 +318,22 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
         o.payload_bytes,
         o.secs,
         o.warmup_secs,
-        t.base()
+        bases(t).join(", ")
     ));
+    let cross = usize::from(o.cross);
+    if t.len() > 1 || o.cross {
+        let mut counts = vec![0u64; t.len()];
+        for i in 0..o.pairs {
+            counts[i % t.len()] += 1;
+            counts[(i + cross) % t.len()] += 1;
+        }
+        let (line, list) = spread(t, &counts, "connections");
+        out.line(format!(
+            "  pair i: a on url[i % {n}], b on url[(i+{cross}) % {n}]; connections {line}",
+            n = t.len()
+        ));
+        out.set("spread", json!({"cross": o.cross, "per_url": list}));
+    }
     let before = watch.snap();
     let cfg = ws_config(64 * 1024);
     let g = Arc::new(Global {
@@ -338,7 +352,8 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
     let c0 = Instant::now();
     for i in 0..o.pairs {
         let room = format!("{prefix}-p{i}");
-        let (a, b) = match connect_pair(t, &room, cfg, o.connect_timeout) {
+        let (ta, tb) = (pick(t, i), pick(t, i + cross));
+        let (a, b) = match connect_pair(ta, tb, &room, cfg, o.connect_timeout) {
             Ok(ab) => ab,
             Err(e) => {
                 g.stop.store(true, Ordering::SeqCst);

@@ -22,9 +22,9 @@ pub fn pct(sorted: &[u64], p: f64) -> u64 {
 
 pub struct Summary {
     pub n: usize,
-    p50: u64,
-    p90: u64,
-    p99: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
     pub max: u64,
     pub mean: f64,
 }
@@ -68,6 +68,61 @@ impl Summary {
             "p50": us(self.p50), "p90": us(self.p90), "p99": us(self.p99),
             "max": us(self.max), "mean": us(self.mean as u64),
         })
+    }
+}
+
+/// Latency samples of a long run in bounded memory: beyond `cap`, every other kept
+/// one is dropped and from then on only every 2nd (4th...) one is kept, so what is
+/// kept stays uniform over time; `max` is always exact.
+pub struct Samples {
+    kept: Vec<u32>,
+    stride: u64,
+    seen: u64,
+    cap: usize,
+    pub max: u64,
+}
+
+impl Samples {
+    pub fn new(cap: usize) -> Samples {
+        Samples {
+            kept: Vec::new(),
+            stride: 1,
+            seen: 0,
+            cap: cap.max(2),
+            max: 0,
+        }
+    }
+
+    pub fn push(&mut self, ns: u64) {
+        self.max = self.max.max(ns);
+        if self.seen % self.stride == 0 {
+            if self.kept.len() >= self.cap {
+                let mut i = 0;
+                self.kept.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.stride *= 2;
+            }
+            if self.seen % self.stride == 0 {
+                self.kept.push(ns.min(u32::MAX as u64) as u32);
+            }
+        }
+        self.seen += 1;
+    }
+
+    /// One summary of several, taken at their common (largest) stride so that each
+    /// weighs what it saw.
+    pub fn summary<'a>(all: impl IntoIterator<Item = &'a Samples> + Clone) -> Summary {
+        let stride = all.clone().into_iter().map(|s| s.stride).max().unwrap_or(1);
+        let mut merged = Vec::new();
+        let mut max = 0;
+        for s in all {
+            let step = (stride / s.stride).max(1) as usize;
+            merged.extend(s.kept.iter().step_by(step).map(|&v| v as u64));
+            max = max.max(s.max);
+        }
+        Summary::of(merged, Some(max))
     }
 }
 
@@ -139,6 +194,19 @@ pub fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_thin_uniformly() {
+        let mut s = Samples::new(100);
+        for v in 1..=1000u64 {
+            s.push(v);
+        }
+        assert!(s.kept.len() <= 100 && s.kept.len() >= 50);
+        assert_eq!(s.max, 1000);
+        let sum = Samples::summary([&s]);
+        assert!((400..=600).contains(&sum.p50), "{}", sum.p50);
+        assert_eq!(sum.max, 1000);
+    }
 
     #[test]
     fn percentiles_nearest_rank() {

@@ -15,7 +15,7 @@ use crate::net::{
 use crate::opts::Opts;
 use crate::procs::{report_procs, Watch};
 use crate::report::{int, now_ns, round3, Out, Summary};
-use crate::target::Target;
+use crate::target::{bases, pick, Target};
 use crate::{Fail, Res};
 
 /// A ~2.4 KB SDP body shaped like a browser's audio+video offer.
@@ -44,7 +44,7 @@ pub fn sdp(setup: &str) -> String {
     s
 }
 
-pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
+pub fn run(o: &Opts, t: &[Target], prefix: &str, watch: &Watch, out: &mut Out) -> Res<bool> {
     let offer =
         json!({"type":"offer","offer":{"type":"offer","sdp":sdp("actpass")},"target_peer_id":"b"})
             .to_string();
@@ -55,11 +55,19 @@ pub fn run(o: &Opts, t: &Target, prefix: &str, watch: &Watch, out: &mut Out) -> 
         answer.len(),
         o.iters,
         o.warmup_iters,
-        t.base()
+        bases(t).join(", ")
     ));
+    let (ta, tb) = (pick(t, 0), pick(t, usize::from(o.cross)));
+    if t.len() > 1 || o.cross {
+        out.line(format!("  a on {}, b on {}", ta.base(), tb.base()));
+        out.set(
+            "spread",
+            json!({"cross": o.cross, "a": ta.base(), "b": tb.base()}),
+        );
+    }
     let before = watch.snap();
     let room = format!("{prefix}-rt");
-    let (mut a, mut b) = connect_pair(t, &room, ws_config(64 * 1024), o.connect_timeout)?;
+    let (mut a, mut b) = connect_pair(ta, tb, &room, ws_config(64 * 1024), o.connect_timeout)?;
     let mut samples = Vec::with_capacity(o.iters);
     let mut m0 = watch.snap();
     let mut t0 = Instant::now();

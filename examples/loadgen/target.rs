@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
+use serde_json::{json, Value};
 
 use crate::opts::Opts;
 use crate::tls::{client_config, TlsClient};
@@ -168,6 +169,32 @@ impl Target {
     }
 }
 
+pub fn bases(targets: &[Target]) -> Vec<String> {
+    targets.iter().map(Target::base).collect()
+}
+
+/// The instance of a peer spread round-robin: the `i`-th of a run.
+pub fn pick(targets: &[Target], i: usize) -> &Target {
+    &targets[i % targets.len()]
+}
+
+/// Connections per URL of a run over several instances: a line (`ws://a 4, ws://b
+/// 4`) and the JSON list.
+pub fn spread(targets: &[Target], counts: &[u64], what: &str) -> (String, Value) {
+    let line = targets
+        .iter()
+        .zip(counts)
+        .map(|(t, n)| format!("{} {n}", t.base()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let list = targets
+        .iter()
+        .zip(counts)
+        .map(|(t, n)| json!({"url": t.base(), what: n}))
+        .collect();
+    (line, Value::Array(list))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,12 +246,12 @@ mod tests {
         };
         assert!(opts(&["pairs", "--insecure", "--ca", "x.pem"]).is_none());
         let o = opts(&["pairs", "--url", "wss://127.0.0.1:1"]).unwrap();
-        let mut t = Target::parse(&o.url).ok().unwrap();
+        let mut t = Target::parse(&o.urls[0]).ok().unwrap();
         assert!(matches!(t.configure(&o), Err(Fail::Usage(_))));
         let o = opts(&["pairs", "--url", "wss://127.0.0.1:1", "--insecure"]).unwrap();
         assert!(t.configure(&o).is_ok() && t.tls.is_some());
         let o = opts(&["pairs", "--url", "ws://127.0.0.1:1", "--insecure"]).unwrap();
-        let mut t = Target::parse(&o.url).ok().unwrap();
+        let mut t = Target::parse(&o.urls[0]).ok().unwrap();
         assert!(t.configure(&o).is_err());
     }
 }
