@@ -326,6 +326,9 @@ pub fn report(
         int((run.expectations.len() - unsettled) as u64),
         int(run.expectations.len() as u64)
     ));
+    for (k, v) in &c.rejoin_failed {
+        out.line(format!("  rejoin failed: {v} x {k}{}", close_hint(k)));
+    }
     for (k, v) in &total.errors {
         let why = match k.as_str() {
             "peer_not_found" => " (a relay that raced its target's leave)",
