@@ -190,6 +190,26 @@ impl TlsSettings {
     }
 }
 
+/// Several instances sharing rooms through one Redis (PROTOCOL.md §9).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// `redis://HOST:PORT[/DB]`; `None`: a single instance, nothing external.
+    pub redis: Option<String>,
+    /// An instance gone this long (without a goodbye) has its peers leave; Redis
+    /// unreachable this long after a restart, the same for instances that never
+    /// came back.
+    pub ttl: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            redis: None,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Everything `Server::start` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -199,6 +219,7 @@ pub struct Config {
     pub access: AccessPolicy,
     pub ice: IceSettings,
     pub tls: TlsSettings,
+    pub cluster: ClusterSettings,
     /// Test-only interception points; empty in production.
     #[doc(hidden)]
     pub hooks: Hooks,
@@ -216,6 +237,7 @@ impl Default for Config {
             },
             ice: IceSettings::default(),
             tls: TlsSettings::default(),
+            cluster: ClusterSettings::default(),
             hooks: Hooks::default(),
         }
     }
@@ -287,6 +309,19 @@ impl Config {
         }
         if ice.turn_secret.is_some() && !has_turn {
             return err("--turn-secret makes credentials for --turn servers, but there are none");
+        }
+        if let Some(url) = &self.cluster.redis {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                return Err(ConfigError(format!(
+                    "--redis {url:?}: expected redis://HOST:PORT[/DB]"
+                )));
+            }
+            if self.cluster.ttl < Duration::from_secs(1) {
+                return err("--cluster-ttl must be at least 1 second");
+            }
         }
         self.access.verifier().map_err(ConfigError)?;
         Ok(())

@@ -31,5 +31,7 @@ mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use config::{AccessPolicy, Config, ConfigError, IceSettings, Limits, Secret, TlsSettings};
+pub use config::{
+    AccessPolicy, ClusterSettings, Config, ConfigError, IceSettings, Limits, Secret, TlsSettings,
+};
 pub use server::Server;

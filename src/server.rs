@@ -14,7 +14,9 @@ use log::{info, warn};
 
 use crate::access::Access;
 use crate::config::Config;
+use crate::core::cluster::InstanceId;
 use crate::core::router::{Command, Router, RouterLimits};
+use crate::driver::bridge::{self, Bridge, BridgeConfig};
 use crate::driver::context::{ConnectionGuard, Context};
 use crate::driver::router::{self as router_thread, Failure};
 use crate::driver::transport::TlsConfig;
@@ -26,6 +28,7 @@ use crate::metrics::Metrics;
 pub struct Server {
     ctx: Arc<Context>,
     failure: Arc<Failure>,
+    bridge: Mutex<Option<Bridge>>,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     tls_fingerprint: Option<String>,
@@ -120,22 +123,51 @@ impl Server {
             admin: config.access.admin,
         };
         let metrics = Arc::new(Metrics::new(limits.peer_queue));
-        let router = Router::with_metrics(
-            RouterLimits {
-                max_sessions: limits.max_connections,
-                max_room_peers: limits.max_room_peers,
-                peer_queue: limits.peer_queue,
-                max_backlog: limits.router_queue,
-                resume_grace: limits.resume_grace,
-            },
-            metrics.clone(),
-        );
+        let router_limits = RouterLimits {
+            max_sessions: limits.max_connections,
+            max_room_peers: limits.max_room_peers,
+            peer_queue: limits.peer_queue,
+            max_backlog: limits.router_queue,
+            resume_grace: limits.resume_grace,
+        };
+        let cluster = config.cluster.redis.as_ref().map(|url| {
+            let me = InstanceId::from(instance_id());
+            let (tx, rx) = bounded(limits.router_queue);
+            (url.clone(), me, tx, rx)
+        });
+        let router = match &cluster {
+            Some((_, me, _, _)) => Router::clustered(
+                router_limits,
+                metrics.clone(),
+                me.clone(),
+                config.cluster.ttl,
+            ),
+            None => Router::with_metrics(router_limits, metrics.clone()),
+        };
         let (router, _thread) = router_thread::spawn(
             router,
             limits.router_queue,
             config.hooks.router_join.clone(),
+            cluster.as_ref().map(|(_, _, tx, _)| tx.clone()),
         )?;
         let failure = router.failure();
+        let bridge = match cluster {
+            Some((url, me, _, rx)) => {
+                info!("cluster: instance {me}, Redis at {}", redact_url(&url));
+                Some(bridge::spawn(
+                    BridgeConfig {
+                        url,
+                        me,
+                        ttl: config.cluster.ttl,
+                        max_room_peers: limits.max_room_peers,
+                    },
+                    router.clone(),
+                    rx,
+                    metrics.clone(),
+                )?)
+            }
+            None => None,
+        };
         let ice = Ice {
             static_json: crate::ice::static_json(&config.ice),
             turn_secret: config.ice.turn_secret.clone(),
@@ -143,14 +175,9 @@ impl Server {
         };
         let auth = access.verifier.is_some();
         let origins = !access.origins.is_empty();
-        let ctx = Arc::new(Context::new(
-            limits,
-            access,
-            ice,
-            router,
-            metrics,
-            config.hooks.clone(),
-        ));
+        let mut ctx = Context::new(limits, access, ice, router, metrics, config.hooks.clone());
+        ctx.cluster_up = bridge.as_ref().map(|b| b.up.clone());
+        let ctx = Arc::new(ctx);
         let mut accept = Vec::new();
         for listener in listeners {
             let addr = listener.addr;
@@ -176,6 +203,7 @@ impl Server {
         Ok(Server {
             ctx,
             failure,
+            bridge: Mutex::new(bridge),
             local_addr,
             tls_addr,
             tls_fingerprint: fingerprint,
@@ -233,6 +261,10 @@ impl Server {
         let _ = self.ctx.router.send(Command::Shutdown);
         let deadline = Instant::now() + self.ctx.limits.close_timeout * 2;
         self.ctx.wait_sessions(deadline);
+        // The cluster hears every peer leave, then this instance's goodbye.
+        if let Some(mut bridge) = self.bridge.lock().ok().and_then(|mut b| b.take()) {
+            bridge.stop(self.ctx.limits.close_timeout * 2);
+        }
         info!("stopped");
     }
 }
@@ -240,6 +272,27 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A random id for this run of the process (16 hex digits).
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = std::process::id()
+            .to_le_bytes()
+            .repeat(2)
+            .try_into()
+            .unwrap_or_default();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `url` without its password, for the log.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
     }
 }
 

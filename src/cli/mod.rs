@@ -363,6 +363,20 @@ pub(crate) const FLAGS: &[Flag] = &[
         |c, v| c.config.limits.thread_stack = num::<usize>(v)?.max(64 * 1024)
     ),
     flag!(
+        "redis",
+        "URL",
+        "redis://HOST:PORT[/DB]: share rooms with every instance started with the same \
+         Redis, behind any load balancer (PROTOCOL.md §9) [none: one instance]",
+        |c, v| c.config.cluster.redis = Some(v.to_owned())
+    ),
+    flag!(
+        "cluster-ttl",
+        "SECS",
+        "with --redis: an instance gone this long without a goodbye has its peers \
+         leave [10]",
+        |c, v| c.config.cluster.ttl = secs(v)?
+    ),
+    flag!(
         "log-level",
         "LEVEL",
         "off, error, warn, info, debug or trace [info]",

@@ -33,6 +33,8 @@ pub struct Context {
     sessions: Mutex<usize>,
     sessions_zero: Condvar,
     stopping: AtomicBool,
+    /// With `--redis`: whether the cluster is usable.
+    pub cluster_up: Option<Arc<AtomicBool>>,
 }
 
 impl Context {
@@ -57,6 +59,7 @@ impl Context {
             sessions: Mutex::new(0),
             sessions_zero: Condvar::new(),
             stopping: AtomicBool::new(false),
+            cluster_up: None,
         }
     }
 
@@ -147,6 +150,12 @@ impl Backend for Context {
             Health::Stopping
         } else if self.router.failed() {
             Health::Failed
+        } else if self
+            .cluster_up
+            .as_ref()
+            .is_some_and(|up| !up.load(Ordering::Acquire))
+        {
+            Health::ClusterDown
         } else {
             Health::Ok
         }

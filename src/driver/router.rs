@@ -20,7 +20,8 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use log::error;
 
 use super::wake::Waker;
-use crate::core::router::{Command, IdMap, Output, Reply, Router, Text};
+use crate::core::cluster::{ClusterEvent, ClusterOut};
+use crate::core::router::{Command, IdMap, Output, Reply, Router, SessionId, Text};
 use crate::hooks::RouterHook;
 use crate::protocol::CloseReason;
 
@@ -180,11 +181,20 @@ impl RouterHandle {
     }
 }
 
-/// Starts the router thread with `router` and a queue of `capacity` commands.
+impl RouterHandle {
+    /// Sends an event of the Redis bridge (waits while the queue is full).
+    pub fn cluster(&self, event: ClusterEvent) -> Result<(), Gone> {
+        self.send(Command::Cluster(event))
+    }
+}
+
+/// Starts the router thread with `router` and a queue of `capacity` commands;
+/// `bridge`: where cluster outputs go (with `--redis`).
 pub fn spawn(
     router: Router,
     capacity: usize,
     hook: Option<RouterHook>,
+    bridge: Option<Sender<ClusterOut>>,
 ) -> io::Result<(RouterHandle, JoinHandle<()>)> {
     let (tx, rx) = bounded(capacity);
     let failure = Arc::new(Failure::default());
@@ -195,17 +205,26 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("router".into())
         .stack_size(256 * 1024)
-        .spawn(move || supervise(router, rx, hook, &failure))?;
+        .spawn(move || supervise(router, rx, hook, bridge, &failure))?;
     Ok((handle, thread))
 }
 
-fn supervise(router: Router, rx: Receiver<Envelope>, hook: Option<RouterHook>, failure: &Failure) {
+fn supervise(
+    router: Router,
+    rx: Receiver<Envelope>,
+    hook: Option<RouterHook>,
+    bridge: Option<Sender<ClusterOut>>,
+    failure: &Failure,
+) {
     let mut driver = Driver {
         router,
         links: IdMap::default(),
+        replies: IdMap::default(),
         turn: 0,
         wake: Vec::new(),
         hook,
+        bridge,
+        leaves: std::collections::VecDeque::new(),
     };
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| driver.run(&rx)));
     if outcome.is_err() {
@@ -226,9 +245,14 @@ struct Entry {
 struct Driver {
     router: Router,
     links: IdMap<Entry>,
+    /// Joins whose answer comes later (claimed in Redis first).
+    replies: IdMap<Sender<Reply>>,
     turn: u64,
     wake: Vec<Arc<Ctl>>,
     hook: Option<RouterHook>,
+    bridge: Option<Sender<ClusterOut>>,
+    /// Leaves the bridge could not take yet (they must not be lost).
+    leaves: std::collections::VecDeque<ClusterOut>,
 }
 
 impl Driver {
@@ -275,9 +299,60 @@ impl Driver {
         if let (Some(session), Reply::Refused(_)) = (joining, &answer) {
             self.links.remove(&session);
         }
+        match (joining, answer, reply) {
+            (Some(session), Reply::Deferred, Some(reply)) => {
+                self.replies.insert(session, reply);
+            }
+            (_, answer, Some(reply)) => {
+                let _ = reply.send(answer);
+            }
+            _ => {}
+        }
         self.carry_out();
-        if let Some(reply) = reply {
-            let _ = reply.send(answer);
+    }
+
+    /// Hands an output to the Redis bridge without waiting; what does not fit is
+    /// answered as a failure (relays, claims) or kept for the next turn (leaves).
+    fn hand_to_bridge(&mut self, out: ClusterOut) {
+        let Some(bridge) = &self.bridge else {
+            return;
+        };
+        while let Some(leave) = self.leaves.pop_front() {
+            if let Err(e) = bridge.try_send(leave) {
+                self.leaves.push_front(e.into_inner());
+                break;
+            }
+        }
+        let out = match bridge.try_send(out) {
+            Ok(()) => return,
+            Err(e) => e.into_inner(),
+        };
+        let event = match out {
+            ClusterOut::Claim { session, .. } => ClusterEvent::ClaimFailed {
+                session,
+                reason: crate::protocol::CloseReason::TryAgainLater,
+            },
+            ClusterOut::Relay {
+                session, target, ..
+            } => ClusterEvent::RelayFailed { session, target },
+            leave @ ClusterOut::Leave { .. } => {
+                self.leaves.push_back(leave);
+                return;
+            }
+            other => {
+                error!("the Redis bridge is full: dropped {other:?}");
+                return;
+            }
+        };
+        self.router.handle(Command::Cluster(event), Instant::now());
+    }
+
+    fn answer(&mut self, session: SessionId, reply: Reply) {
+        if matches!(reply, Reply::Refused(_)) {
+            self.links.remove(&session);
+        }
+        if let Some(tx) = self.replies.remove(&session) {
+            let _ = tx.send(reply);
         }
     }
 
@@ -324,6 +399,8 @@ impl Driver {
                 Output::Forget { session } => {
                     self.links.remove(&session);
                 }
+                Output::Answer { session, reply } => self.answer(session, reply),
+                Output::Cluster(out) => self.hand_to_bridge(out),
             }
         }
     }

@@ -31,6 +31,8 @@ pub enum Health {
     Stopping,
     /// The router thread died: the room state is gone.
     Failed,
+    /// The cluster's Redis is unreachable (PROTOCOL.md §9).
+    ClusterDown,
 }
 
 /// What the handlers need from the running server.
@@ -76,6 +78,11 @@ pub fn handle(head: &Head, ctx: &dyn Backend, remote: SocketAddr) -> Action {
                 503,
                 "router_failed",
                 "the server lost its room state and must restart",
+            ),
+            Health::ClusterDown => Resp::error(
+                503,
+                "redis_unreachable",
+                "the cluster's Redis is unreachable: new sessions are refused for now",
             ),
         },
         Route::Client => Resp::new(200, "text/html; charset=utf-8", CLIENT_HTML)

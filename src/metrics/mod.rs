@@ -268,6 +268,11 @@ pub struct Metrics {
     grace_expired: Counter,
     kept: Counter,
     kept_dropped: Counter,
+    redis_up: Gauge,
+    instances: Gauge,
+    cross_sent: Counter,
+    cross_received: Counter,
+    bridge_latency: LatencyHistogram,
 }
 
 impl fmt::Debug for Metrics {
@@ -298,6 +303,11 @@ impl Metrics {
             grace_expired: Counter::default(),
             kept: Counter::default(),
             kept_dropped: Counter::default(),
+            redis_up: Gauge::default(),
+            instances: Gauge::default(),
+            cross_sent: Counter::default(),
+            cross_received: Counter::default(),
+            bridge_latency: LatencyHistogram::new(),
         };
         let mut registry = Registry::default();
         #[cfg(target_os = "linux")]
@@ -383,6 +393,31 @@ impl Metrics {
             "Kept relays dropped: beyond the peer-queue bound (oldest first), or from a peer that left",
             m.kept_dropped.clone(),
         );
+        r.register(
+            "redis_up",
+            "1 while the cluster's Redis is reachable and this instance registered (PROTOCOL.md §9; 0 without --redis)",
+            m.redis_up.clone(),
+        );
+        r.register(
+            "cluster_instances",
+            "Instances of the cluster alive, as last read from Redis",
+            m.instances.clone(),
+        );
+        r.register(
+            "cross_instance_relays_sent",
+            "Relays handed to Redis for a peer on another instance",
+            m.cross_sent.clone(),
+        );
+        r.register(
+            "cross_instance_relays_received",
+            "Relays from a peer on another instance delivered to a local peer",
+            m.cross_received.clone(),
+        );
+        r.register(
+            "redis_command_seconds",
+            "Round trip of the bridge's Redis commands (a batch of relays, a claim, a leave)",
+            m.bridge_latency.clone(),
+        );
         let capacity: Gauge = Gauge::default();
         capacity.set(i64::try_from(peer_queue).unwrap_or(i64::MAX));
         r.register(
@@ -429,6 +464,26 @@ impl Metrics {
 
     pub fn kept_dropped(&self, n: usize) {
         self.kept_dropped.inc_by(n as u64);
+    }
+
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up.set(i64::from(up));
+    }
+
+    pub fn set_instances(&self, n: usize) {
+        self.instances.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn cross_sent(&self, n: usize) {
+        self.cross_sent.inc_by(n as u64);
+    }
+
+    pub fn cross_received(&self) {
+        self.cross_received.inc();
+    }
+
+    pub fn redis_command(&self, d: Duration) {
+        self.bridge_latency.observe(d);
     }
 
     pub fn session_opened(&self) {

@@ -6,6 +6,8 @@
 //! client (so status lines and headers can be asserted exactly).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

@@ -16,16 +16,19 @@
 //! brings its token or the grace runs out. Because every join, leave and relay passes
 //! through this one sequential machine, §3's ordering holds by construction.
 
+mod cluster;
 mod resume;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
 pub use types::*;
+
+use crate::core::cluster::{ClusterOut, InstanceId};
 
 use crate::metrics::Metrics;
 use crate::protocol::{outbound, CloseReason, ErrorCode, PeerId, RelayKind, RoomId};
@@ -49,6 +52,34 @@ struct Member {
     token: Option<String>,
     /// `Some` while the peer is held after its session ended.
     held: Option<resume::Held>,
+    /// Its place in the (cluster-wide) join order.
+    seq: u64,
+    /// `Some` for a member on another instance (PROTOCOL.md §9): known here so that
+    /// it is listed and relayed to, with no session of ours behind it.
+    remote: Option<InstanceId>,
+    /// After a resume from another instance: relays wait here until the kept ones
+    /// from `awaiting` have arrived (FIFO per sender and receiver).
+    awaiting: Option<cluster::Awaiting>,
+}
+
+impl Member {
+    fn new(room: RoomId, peer: PeerId, credit: usize, token: Option<String>, seq: u64) -> Member {
+        Member {
+            room,
+            peer,
+            credit,
+            asked: false,
+            backlog: VecDeque::new(),
+            stalled: false,
+            holding: Vec::new(),
+            held_by: 0,
+            token,
+            held: None,
+            seq,
+            remote: None,
+            awaiting: None,
+        }
+    }
 }
 
 /// Members in join order. Rooms are small (a mesh call), so a scan beats hashing.
@@ -67,6 +98,12 @@ pub struct Router {
     metrics: Arc<Metrics>,
     out: VecDeque<Output>,
     now: Instant,
+    /// The last join order given out (single instance), or seen (cluster).
+    seq: u64,
+    /// Remote members (they are in `members` too).
+    remote: usize,
+    /// `Some` when instances share rooms through Redis.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Router {
@@ -89,12 +126,29 @@ impl Router {
             metrics,
             out: VecDeque::new(),
             now: Instant::now(),
+            seq: 0,
+            remote: 0,
+            cluster: None,
         }
     }
 
-    /// Sessions now connected (held peers not included).
+    /// A router that shares its rooms with other instances through Redis as
+    /// instance `me`; it starts down until the bridge is up. `ttl`: how long an
+    /// instance may be gone before its members leave.
+    pub fn clustered(
+        limits: RouterLimits,
+        metrics: Arc<Metrics>,
+        me: InstanceId,
+        ttl: Duration,
+    ) -> Self {
+        let mut r = Self::with_metrics(limits, metrics);
+        r.cluster = Some(cluster::Cluster::new(me, ttl));
+        r
+    }
+
+    /// Sessions now connected here (held peers and other instances' not included).
     pub fn sessions(&self) -> usize {
-        self.members.len() - self.graces.len()
+        self.members.len() - self.graces.len() - self.remote
     }
 
     /// Peers held for a resume.
@@ -109,13 +163,20 @@ impl Router {
 
     /// When [`Router::handle_timeout`] wants to run next (`None`: no timer).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.graces.first().map(|&(at, _)| at)
+        let grace = self.graces.first().map(|&(at, _)| at);
+        let cluster = self.cluster.as_ref().and_then(|c| c.next_deadline());
+        match (grace, cluster) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs what is due at `now`: held peers whose grace has run out leave.
+    /// Runs what is due at `now`: held peers whose grace has run out leave; in a
+    /// cluster, stale joins and vanished instances are settled.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         self.expire_graces();
+        self.cluster_timeouts();
     }
 
     /// Applies one command; outputs wait in [`Router::poll_output`].
@@ -179,9 +240,17 @@ impl Router {
                 let everyone: Vec<SessionId> = self.members.keys().copied().collect();
                 self.rooms.clear();
                 for session in everyone {
-                    self.forget(session, Some(CloseReason::GoingAway));
+                    // In a cluster this is the goodbye: the others hear peer_left now.
+                    if let Some(gone) = self.forget(session, Some(CloseReason::GoingAway)) {
+                        self.announce_leave(&gone);
+                    }
                 }
+                self.refuse_pending(CloseReason::GoingAway);
                 self.publish_population();
+                Reply::Done
+            }
+            Command::Cluster(event) => {
+                self.cluster_event(event);
                 Reply::Done
             }
         }
@@ -205,6 +274,9 @@ impl Router {
             return Reply::Refused(CloseReason::GoingAway);
         }
         let token = token.filter(|_| !self.limits.resume_grace.is_zero());
+        if self.cluster.is_some() {
+            return self.claim(room_id, peer, session, resume, token);
+        }
         let holder = self
             .rooms
             .get(&room_id)
@@ -225,24 +297,32 @@ impl Router {
             }
             return Reply::Refused(CloseReason::RoomFull);
         }
+        self.seq += 1;
+        let seq = self.seq;
+        self.admit(room_id, peer, session, token, seq);
+        Reply::Joined
+    }
+
+    /// Puts a local session into its room (last in the join order), welcomes it and
+    /// tells the room's other local members.
+    fn admit(
+        &mut self,
+        room_id: RoomId,
+        peer: PeerId,
+        session: SessionId,
+        token: Option<String>,
+        seq: u64,
+    ) {
+        let room = self.rooms.entry(room_id.clone()).or_insert(Room {
+            members: Vec::new(),
+        });
         let existing: Vec<&PeerId> = room.members.iter().map(|(p, _)| p).collect();
         let welcome: Text = outbound::existing_peers(&existing, token.as_deref()).into();
         let others: Vec<SessionId> = room.members.iter().map(|&(_, s)| s).collect();
         room.members.push((peer.clone(), session));
         self.members.insert(
             session,
-            Member {
-                room: room_id,
-                peer: peer.clone(),
-                credit: self.limits.peer_queue,
-                asked: false,
-                backlog: VecDeque::new(),
-                stalled: false,
-                holding: Vec::new(),
-                held_by: 0,
-                token,
-                held: None,
-            },
+            Member::new(room_id, peer.clone(), self.limits.peer_queue, token, seq),
         );
         self.publish_population();
         // A new, empty queue: the welcome always fits.
@@ -253,7 +333,6 @@ impl Router {
             self.deliver(other, joined.clone(), None, &mut slow);
         }
         self.evict_all(slow);
-        Reply::Joined
     }
 
     fn relay(&mut self, session: SessionId, kind: RelayKind, target: &PeerId, text: Text) {
@@ -271,6 +350,9 @@ impl Router {
             .map(|&(_, s)| s);
         let mut slow = Vec::new();
         match to {
+            Some(to) if self.members.get(&to).is_some_and(|m| m.remote.is_some()) => {
+                self.relay_remote(session, kind, to, text);
+            }
             Some(to) => {
                 debug!(
                     "relay {} {} -> {target} in {}",
@@ -311,6 +393,13 @@ impl Router {
             return false;
         };
         let cap = self.limits.peer_queue;
+        if m.remote.is_some() {
+            // Its own instance tells it about joins and leaves.
+            return false;
+        }
+        if let Some(waiting) = &mut m.awaiting {
+            return waiting.defer(text, cap);
+        }
         if let Some(held) = &mut m.held {
             // Joins and leaves are not replayed: the next existing_peers says it.
             if text.sender().is_none() || sender == Some(to) {
@@ -418,7 +507,15 @@ impl Router {
         match peer {
             Some(peer) => match room.members.iter().find(|(p, _)| *p == peer) {
                 Some(&(_, session)) => {
-                    self.remove(session, Some(CloseReason::Kicked));
+                    match self.members.get(&session).and_then(|m| m.remote.clone()) {
+                        // Its instance ends it; the room hears peer_left from there.
+                        Some(instance) => self.out.push_back(Output::Cluster(ClusterOut::Kick {
+                            instance,
+                            room: room_id,
+                            peer: Some(peer.clone()),
+                        })),
+                        None => self.remove(session, Some(CloseReason::Kicked)),
+                    }
                     Reply::Kicked(vec![peer])
                 }
                 None => Reply::PeerNotFound,
@@ -429,9 +526,23 @@ impl Router {
                 };
                 info!("kicking every peer of {room_id}");
                 let mut kicked = Vec::with_capacity(room.members.len());
+                let mut instances: Vec<InstanceId> = Vec::new();
                 for (peer, session) in room.members {
-                    self.forget(session, Some(CloseReason::Kicked));
+                    if let Some(gone) = self.forget(session, Some(CloseReason::Kicked)) {
+                        match &gone.remote {
+                            Some(i) if !instances.contains(i) => instances.push(i.clone()),
+                            Some(_) => {}
+                            None => self.announce_leave(&gone),
+                        }
+                    }
                     kicked.push(peer);
+                }
+                for instance in instances {
+                    self.out.push_back(Output::Cluster(ClusterOut::Kick {
+                        instance,
+                        room: room_id.clone(),
+                        peer: None,
+                    }));
                 }
                 self.publish_population();
                 Reply::Kicked(kicked)
@@ -456,6 +567,7 @@ impl Router {
             let Some(gone) = self.forget(session, reason) else {
                 continue;
             };
+            self.announce_leave(&gone);
             let Some(room) = self.rooms.get_mut(&gone.room) else {
                 continue;
             };
@@ -484,7 +596,9 @@ impl Router {
     /// driver: [`Output::Close`] with a reason, else [`Output::Forget`].
     fn forget(&mut self, session: SessionId, reason: Option<CloseReason>) -> Option<Member> {
         let mut gone = self.members.remove(&session)?;
-        if let Some(held) = gone.held.take() {
+        if gone.remote.is_some() {
+            self.remote -= 1;
+        } else if let Some(held) = gone.held.take() {
             self.graces.remove(&(held.until, session));
         } else {
             match reason {

@@ -124,6 +124,16 @@ impl Router {
         if !valid {
             return Reply::Refused(CloseReason::PeerIdTaken);
         }
+        self.take_over_checked(holder, session, token)
+    }
+
+    /// The takeover itself, the token already checked (here, or by Redis).
+    pub(super) fn take_over_checked(
+        &mut self,
+        holder: SessionId,
+        session: SessionId,
+        token: Option<String>,
+    ) -> Reply {
         let Some(mut m) = self.members.remove(&holder) else {
             return Reply::Refused(CloseReason::PeerIdTaken);
         };
@@ -156,6 +166,7 @@ impl Router {
             held_by: 0,
             token,
             held: None,
+            awaiting: None,
             ..m
         };
         let Some(room) = self.rooms.get_mut(&fresh.room) else {

@@ -4,6 +4,8 @@ use super::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use crate::core::cluster::ClusterOut;
+
 fn room(s: &str) -> RoomId {
     RoomId::parse(s).unwrap()
 }
@@ -23,6 +25,10 @@ struct Sim {
     asked: HashSet<SessionId>,
     /// Messages taken off a queue since the session last reported.
     taken: HashMap<SessionId, usize>,
+    /// Deferred answers, by session.
+    answers: HashMap<SessionId, Reply>,
+    /// What went to the Redis bridge, in order.
+    bridge: Vec<ClusterOut>,
 }
 
 impl Sim {
@@ -46,6 +52,8 @@ impl Sim {
             paused: HashSet::new(),
             asked: HashSet::new(),
             taken: HashMap::new(),
+            answers: HashMap::new(),
+            bridge: Vec::new(),
         }
     }
 
@@ -90,6 +98,13 @@ impl Sim {
                 Output::Forget { session } => {
                     assert!(self.forgotten.insert(session));
                 }
+                Output::Answer { session, reply } => {
+                    assert!(
+                        self.answers.insert(session, reply).is_none(),
+                        "answered twice"
+                    );
+                }
+                Output::Cluster(out) => self.bridge.push(out),
             }
         }
     }

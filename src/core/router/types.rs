@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
+use crate::core::cluster::{ClusterEvent, ClusterOut};
 use crate::protocol::{CloseReason, PeerId, RelayKind, RoomId};
 
 /// A text frame ready for the socket (clones share one buffer). A relayed message also
@@ -117,6 +118,8 @@ pub enum Command {
     },
     /// Close every session with `going_away` and refuse new ones.
     Shutdown,
+    /// From the Redis bridge (PROTOCOL.md §9).
+    Cluster(ClusterEvent),
 }
 
 /// One row of `GET /webrtc/rooms`.
@@ -130,6 +133,8 @@ pub struct RoomSummary {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
     Done,
+    /// The answer comes later, as [`Output::Answer`] (a join that Redis must claim).
+    Deferred,
     Joined,
     /// `Join` with a valid resume token: the held peer is this session's now.
     Resumed,
@@ -173,6 +178,13 @@ pub enum Output {
     Forget {
         session: SessionId,
     },
+    /// The answer to a command that got [`Reply::Deferred`].
+    Answer {
+        session: SessionId,
+        reply: Reply,
+    },
+    /// For the Redis bridge.
+    Cluster(ClusterOut),
 }
 
 /// The limits the router enforces.

@@ -1,0 +1,276 @@
+//! PROTOCOL.md §9 with a real `redis-server` (started by the test on a free loopback
+//! port) and two or three instances: joins and relays across instances, FIFO under
+//! load, cluster-wide ids and room limits, REST and kicks from any instance, resume
+//! through another instance, an instance killed with SIGKILL, and a Redis outage.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::*;
+use serde_json::{json, Value};
+use webrtc_signaling::Server;
+
+fn instance(redis: &Redis, f: impl FnOnce(&mut webrtc_signaling::Config)) -> Server {
+    start_with(|c| {
+        c.cluster.redis = Some(redis.url());
+        c.cluster.ttl = Duration::from_secs(3);
+        f(c);
+    })
+}
+
+fn joined(p: &str) -> Value {
+    json!({"type": "peer_joined", "peer_id": p})
+}
+fn left(p: &str) -> Value {
+    json!({"type": "peer_left", "peer_id": p})
+}
+
+/// Waits until `/healthz` of `addr` answers `status` (an instance is in the cluster
+/// once it answers 200).
+fn wait_health(addr: SocketAddr, status: u16) {
+    let deadline = Instant::now() + DEADLINE * 3;
+    while get(addr, "/healthz").status != status {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never answered {status}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+macro_rules! redis_or_skip {
+    ($name:literal) => {
+        match Redis::start($name) {
+            Some(r) => r,
+            None => return,
+        }
+    };
+}
+
+#[test]
+fn two_instances_are_one_service() {
+    let redis = redis_or_skip!("two_instances_are_one_service");
+    let (one, two) = (instance(&redis, |_| {}), instance(&redis, |_| {}));
+    let (x, y) = (one.local_addr(), two.local_addr());
+    wait_health(x, 200);
+    wait_health(y, 200);
+    let mut a = Client::join_expect(x, "room", "a", &[]);
+    let mut b = Client::join_expect(y, "room", "b", &["a"]);
+    a.expect_json(joined("b"));
+    let mut c = Client::join_expect(x, "room", "c", &["a", "b"]);
+    a.expect_json(joined("c"));
+    b.expect_json(joined("c"));
+    // Relays both ways across instances, and within one.
+    a.send_json(&candidate("b", 1));
+    b.expect_json(relayed_candidate("b", 1, "a"));
+    b.send_json(&candidate("c", 2));
+    c.expect_json(relayed_candidate("c", 2, "b"));
+    c.send_json(&candidate("a", 3));
+    a.expect_json(relayed_candidate("a", 3, "c"));
+    // REST answers for the whole cluster from either instance, in join order.
+    for addr in [x, y] {
+        assert_eq!(
+            get_json(addr, "/webrtc/rooms/room/peers"),
+            json!({"room_id": "room", "peers": ["a", "b", "c"]})
+        );
+        assert_eq!(
+            get_json(addr, "/webrtc/rooms"),
+            json!({"rooms": [{"room_id": "room", "peer_count": 3}]})
+        );
+    }
+    // Ids are unique cluster-wide.
+    expect_refused(y, "room", "a", 4409, "peer_id_taken");
+    expect_refused(x, "room", "b", 4409, "peer_id_taken");
+    // A leave is one peer_left everywhere, in order after what the leaver sent.
+    b.send_json(&candidate("a", 4));
+    b.close(1000);
+    a.expect_json(relayed_candidate("a", 4, "b"));
+    a.expect_json(left("b"));
+    c.expect_json(left("b"));
+    a.send_json(&candidate("b", 5));
+    a.expect_error("peer_not_found");
+}
+
+#[test]
+fn relays_across_instances_keep_their_order_under_load() {
+    let redis = redis_or_skip!("relays_across_instances_keep_their_order_under_load");
+    let cfg = |c: &mut webrtc_signaling::Config| {
+        c.limits.rate_per_sec = 0;
+        c.limits.peer_queue = 256;
+    };
+    let (one, two) = (instance(&redis, cfg), instance(&redis, cfg));
+    wait_health(one.local_addr(), 200);
+    wait_health(two.local_addr(), 200);
+    let mut a = Client::join_expect(one.local_addr(), "load", "a", &[]);
+    let mut b = Client::join_expect(two.local_addr(), "load", "b", &["a"]);
+    a.expect_json(joined("b"));
+    const N: u64 = 2000;
+    let sender = std::thread::spawn(move || {
+        for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+            let batch: Vec<Value> = chunk.iter().map(|&i| candidate("b", i)).collect();
+            a.send_batch(&batch);
+        }
+        a
+    });
+    for i in 0..N {
+        b.expect_json(relayed_candidate("b", i, "a"));
+    }
+    let mut a = sender.join().unwrap();
+    assert_still_works(&mut b, "b", &mut a, "a", N);
+}
+
+#[test]
+fn room_limits_count_the_whole_room() {
+    let redis = redis_or_skip!("room_limits_count_the_whole_room");
+    let cfg = |c: &mut webrtc_signaling::Config| c.limits.max_room_peers = 2;
+    let (one, two) = (instance(&redis, cfg), instance(&redis, cfg));
+    wait_health(one.local_addr(), 200);
+    wait_health(two.local_addr(), 200);
+    let _a = Client::join_expect(one.local_addr(), "small", "a", &[]);
+    let _b = Client::join_expect(two.local_addr(), "small", "b", &["a"]);
+    expect_refused(one.local_addr(), "small", "c", 4503, "room_full");
+    expect_refused(two.local_addr(), "small", "c", 4503, "room_full");
+}
+
+#[test]
+fn three_instances_mesh_and_kick_from_anywhere() {
+    let redis = redis_or_skip!("three_instances_mesh_and_kick_from_anywhere");
+    let cfg = |c: &mut webrtc_signaling::Config| c.access.admin = true;
+    let servers = [
+        instance(&redis, cfg),
+        instance(&redis, cfg),
+        instance(&redis, cfg),
+    ];
+    let addrs: Vec<SocketAddr> = servers.iter().map(Server::local_addr).collect();
+    for &a in &addrs {
+        wait_health(a, 200);
+    }
+    let mut p = Client::join_expect(addrs[0], "mesh", "p", &[]);
+    let mut q = Client::join_expect(addrs[1], "mesh", "q", &["p"]);
+    let mut r = Client::join_expect(addrs[2], "mesh", "r", &["p", "q"]);
+    p.expect_json(joined("q"));
+    p.expect_json(joined("r"));
+    q.expect_json(joined("r"));
+    p.send_json(&candidate("r", 1));
+    r.expect_json(relayed_candidate("r", 1, "p"));
+    r.send_json(&candidate("q", 2));
+    q.expect_json(relayed_candidate("q", 2, "r"));
+    q.send_json(&candidate("p", 3));
+    p.expect_json(relayed_candidate("p", 3, "q"));
+    // An operator on the third instance removes q (on the second).
+    let resp = http(addrs[2], "DELETE", "/webrtc/rooms/mesh/peers/q");
+    resp.assert_json(200, json!({"room_id": "mesh", "kicked": ["q"]}));
+    q.expect_close(4403, "kicked");
+    p.expect_json(left("q"));
+    r.expect_json(left("q"));
+}
+
+#[test]
+fn a_peer_resumes_through_another_instance_without_a_flap() {
+    let redis = redis_or_skip!("a_peer_resumes_through_another_instance_without_a_flap");
+    let (one, two) = (instance(&redis, |_| {}), instance(&redis, |_| {}));
+    let (x, y) = (one.local_addr(), two.local_addr());
+    wait_health(x, 200);
+    wait_health(y, 200);
+    let mut a = Client::join_expect(x, "room", "a", &[]);
+    let b = Client::join_expect(x, "room", "b", &["a"]);
+    a.expect_json(joined("b"));
+    let token = b.resume_token.clone().unwrap();
+    b.drop_tcp();
+    // Held on the first instance; what a sends meanwhile is kept there.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let m = get(x, "/metrics");
+        if String::from_utf8_lossy(&m.body).contains("webrtc_signaling_peers_suspended 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b was never held");
+        std::thread::yield_now();
+    }
+    a.send_json(&candidate("b", 1));
+    a.send_json(&candidate("b", 2));
+    // b comes back through the second instance.
+    let mut b2 = Client::connect_path(y, &format!("/webrtc/signaling/room/b?resume={token}"));
+    b2.expect_json(json!({"type": "existing_peers", "peers": ["a"]}));
+    b2.expect_json(relayed_candidate("b", 1, "a"));
+    b2.expect_json(relayed_candidate("b", 2, "a"));
+    assert_still_works(&mut a, "a", &mut b2, "b", 3);
+    assert_still_works(&mut b2, "b", &mut a, "a", 4);
+    a.expect_silence(Duration::from_millis(300));
+    assert_eq!(
+        get_json(y, "/webrtc/rooms/room/peers"),
+        json!({"room_id": "room", "peers": ["a", "b"]})
+    );
+}
+
+#[test]
+fn an_instance_killed_without_a_goodbye_has_its_peers_leave_within_the_ttl() {
+    let redis =
+        redis_or_skip!("an_instance_killed_without_a_goodbye_has_its_peers_leave_within_the_ttl");
+    let survivor = instance(&redis, |_| {});
+    wait_health(survivor.local_addr(), 200);
+    let url = redis.url();
+    let mut doomed = Process::spawn(&["--redis", &url, "--cluster-ttl", "3"], &[]);
+    let daddr = doomed.addr();
+    doomed.wait_line("in the cluster", |l| l.contains("in the cluster"));
+    let mut a = Client::join_expect(survivor.local_addr(), "room", "a", &[]);
+    let _b = Client::join_expect(daddr, "room", "b", &["a"]);
+    a.expect_json(joined("b"));
+    let started = Instant::now();
+    doomed.signal("KILL");
+    // The TTL bounds it; the generous deadline only bounds a failure.
+    assert_eq!(a.recv_json_within(Duration::from_secs(20)), left("b"));
+    println!(
+        "peer_left after the SIGKILL: {:?} (ttl 3 s)",
+        started.elapsed()
+    );
+    assert_eq!(
+        get_json(survivor.local_addr(), "/webrtc/rooms/room/peers"),
+        json!({"room_id": "room", "peers": ["a"]})
+    );
+}
+
+#[test]
+fn a_redis_outage_refuses_new_sessions_and_loses_nothing_silently() {
+    let mut redis =
+        redis_or_skip!("a_redis_outage_refuses_new_sessions_and_loses_nothing_silently");
+    let (one, two) = (instance(&redis, |_| {}), instance(&redis, |_| {}));
+    let (x, y) = (one.local_addr(), two.local_addr());
+    wait_health(x, 200);
+    wait_health(y, 200);
+    let mut a = Client::join_expect(x, "room", "a", &[]);
+    let mut b = Client::join_expect(x, "room", "b", &["a"]);
+    let mut c = Client::join_expect(y, "room", "c", &["a", "b"]);
+    a.expect_json(joined("b"));
+    a.expect_json(joined("c"));
+    b.expect_json(joined("c"));
+    redis.stop();
+    wait_health(x, 503);
+    wait_health(y, 503);
+    // Local relays flow; cross-instance ones are answered; new sessions wait.
+    a.send_json(&candidate("b", 1));
+    b.expect_json(relayed_candidate("b", 1, "a"));
+    a.send_json(&candidate("c", 2));
+    a.expect_error("peer_unreachable");
+    expect_refused(x, "room", "d", 1013, "try_again_later");
+    redis.restart();
+    wait_health(x, 200);
+    wait_health(y, 200);
+    // Back: the survivors were re-announced, nobody saw anyone leave or join.
+    for addr in [x, y] {
+        assert_eq!(
+            get_json(addr, "/webrtc/rooms/room/peers"),
+            json!({"room_id": "room", "peers": ["a", "b", "c"]})
+        );
+    }
+    a.send_json(&candidate("c", 3));
+    c.expect_json(relayed_candidate("c", 3, "a"));
+    c.send_json(&candidate("b", 4));
+    b.expect_json(relayed_candidate("b", 4, "c"));
+    a.expect_silence(Duration::from_millis(200));
+    let _d = Client::join_expect(y, "room", "d", &["a", "b", "c"]);
+    a.expect_json(joined("d"));
+}
