@@ -23,10 +23,11 @@ use crossbeam_channel::{select, Receiver, Sender};
 use log::{info, warn};
 use redis::Value;
 
+use super::inbox;
 use super::router::RouterHandle;
 use super::scripts::{inbox, Scripts};
 use crate::core::cluster::{
-    decode, kept_fields, kick_fields, relay_fields, ClusterEvent, ClusterOut, InstanceId, Presence,
+    kept_fields, kick_fields, relay_fields, ClusterEvent, ClusterOut, InstanceId, Presence,
 };
 use crate::metrics::Metrics;
 use crate::protocol::{CloseReason, PeerId, RoomId};
@@ -36,10 +37,10 @@ const INBOX_MAXLEN: usize = 10_000;
 /// Outputs written in one pipeline.
 const BATCH: usize = 256;
 /// How long a Redis command may take before the connection counts as lost.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the reader blocks for new entries (then asks again).
-const READ_BLOCK: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(super) const READ_BLOCK: Duration = Duration::from_secs(5);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the bridge needs to know.
 #[derive(Clone)]
@@ -75,7 +76,7 @@ impl Bridge {
     }
 }
 
-fn connect(url: &str, read_timeout: Duration) -> redis::RedisResult<redis::Connection> {
+pub(super) fn connect(url: &str, read_timeout: Duration) -> redis::RedisResult<redis::Connection> {
     let client = redis::Client::open(url)?;
     let con = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
     con.set_read_timeout(Some(read_timeout))?;
@@ -98,7 +99,7 @@ pub fn spawn(
         std::thread::Builder::new()
             .name("redis-reader".into())
             .stack_size(256 * 1024)
-            .spawn(move || read_loop(&cfg, &router, &ok))?
+            .spawn(move || inbox::read_loop(&cfg, &router, &ok))?
     };
     drop(reader);
     let writer = {
@@ -520,7 +521,7 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
-fn string(v: &Value) -> Option<String> {
+pub(super) fn string(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),
@@ -528,85 +529,4 @@ fn string(v: &Value) -> Option<String> {
         Value::Okay => Some("OK".into()),
         _ => None,
     }
-}
-
-/// Follows this instance's inbox: every entry, in order, to the router.
-fn read_loop(cfg: &BridgeConfig, router: &RouterHandle, ok: &AtomicBool) {
-    // A fresh instance id: its inbox holds nothing older than this instance.
-    let mut last = "0-0".to_owned();
-    let key = inbox(&cfg.me);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut con = match connect(&cfg.url, READ_BLOCK + COMMAND_TIMEOUT) {
-            Ok(c) => c,
-            Err(_) => {
-                ok.store(false, Ordering::Release);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        ok.store(true, Ordering::Release);
-        loop {
-            let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(512)
-                .arg("BLOCK")
-                .arg(READ_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&key)
-                .arg(&last)
-                .query(&mut con);
-            let reply = match reply {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!("redis: inbox reader: {e}");
-                    ok.store(false, Ordering::Release);
-                    break;
-                }
-            };
-            for (id, fields) in entries(&reply) {
-                last = id;
-                if let Some(event) = decode(&fields) {
-                    if router.cluster(event).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The entries of an XREAD reply: `[[key, [[id, [f, v, ...]], ...]]]` (RESP2) or a
-/// map of key to entries (RESP3).
-fn entries(reply: &Value) -> Vec<(String, Vec<(String, String)>)> {
-    let streams: Vec<&Value> = match reply {
-        Value::Array(s) => s
-            .iter()
-            .filter_map(|x| match x {
-                Value::Array(kv) if kv.len() == 2 => Some(&kv[1]),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(m) => m.iter().map(|(_, v)| v).collect(),
-        _ => Vec::new(),
-    };
-    let mut out = Vec::new();
-    for s in streams {
-        let Value::Array(items) = s else { continue };
-        for item in items {
-            let Value::Array(pair) = item else { continue };
-            let (Some(id), Some(Value::Array(fv))) = (pair.first().and_then(string), pair.get(1))
-            else {
-                continue;
-            };
-            let fields = fv
-                .chunks_exact(2)
-                .filter_map(|c| Some((string(&c[0])?, string(&c[1])?)))
-                .collect();
-            out.push((id, fields));
-        }
-    }
-    out
 }

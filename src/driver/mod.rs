@@ -7,6 +7,7 @@
 pub mod bridge;
 pub mod conn;
 pub mod context;
+pub mod inbox;
 pub mod router;
 pub mod scripts;
 pub mod session;

@@ -3,7 +3,7 @@
 //! a vanished instance means. The router still does no I/O: it asks the bridge
 //! ([`Output::Cluster`]) and hears from it ([`Command::Cluster`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{IdMap, Member, Output, Reply, Room, Router, SessionId, Text};
@@ -14,22 +14,22 @@ use crate::protocol::{outbound, CloseReason, ErrorCode, PeerId, RelayKind, RoomI
 const REMOTE_IDS: SessionId = 1 << 62;
 
 /// A local join waiting for Redis to claim its id.
-struct Pending {
-    room: RoomId,
-    peer: PeerId,
-    token: Option<String>,
-    since: Instant,
+pub(super) struct Pending {
+    pub room: RoomId,
+    pub peer: PeerId,
+    pub token: Option<String>,
+    pub since: Instant,
 }
 
 /// The cluster side of the router's state.
 pub(super) struct Cluster {
-    me: InstanceId,
-    up: bool,
-    ttl: Duration,
-    pending: IdMap<Pending>,
-    next_remote: SessionId,
+    pub me: InstanceId,
+    pub up: bool,
+    pub ttl: Duration,
+    pub pending: IdMap<Pending>,
+    pub next_remote: SessionId,
     /// Instances not seen alive, and since when.
-    missing: HashMap<InstanceId, Instant>,
+    pub missing: HashMap<InstanceId, Instant>,
 }
 
 impl Cluster {
@@ -54,11 +54,11 @@ impl Cluster {
 /// A member that resumed here from another instance, waiting for what that
 /// instance kept for it.
 pub(super) struct Awaiting {
-    since: Instant,
+    pub since: Instant,
     /// Kept by the instance the member resumed from, oldest first.
-    kept: VecDeque<Text>,
+    pub kept: VecDeque<Text>,
     /// Everything that arrived here meanwhile, oldest first.
-    deferred: VecDeque<Text>,
+    pub deferred: VecDeque<Text>,
 }
 
 impl Awaiting {
@@ -181,48 +181,6 @@ impl Router {
                     reply: Reply::Refused(reason),
                 });
             }
-        }
-    }
-
-    pub(super) fn cluster_timeouts(&mut self) {
-        let now = self.now;
-        let Some(c) = self.cluster.as_mut() else {
-            return;
-        };
-        let ttl = c.ttl;
-        let stale: Vec<SessionId> = c
-            .pending
-            .iter()
-            .filter(|(_, p)| p.since + ttl <= now)
-            .map(|(&s, _)| s)
-            .collect();
-        for session in stale {
-            c.pending.remove(&session);
-            self.out.push_back(Output::Answer {
-                session,
-                reply: Reply::Refused(CloseReason::TryAgainLater),
-            });
-        }
-        let gone: Vec<InstanceId> = c
-            .missing
-            .iter()
-            .filter(|(_, &since)| since + ttl <= now)
-            .map(|(i, _)| i.clone())
-            .collect();
-        for instance in gone {
-            if let Some(c) = self.cluster.as_mut() {
-                c.missing.remove(&instance);
-            }
-            self.instance_gone(&instance);
-        }
-        let late: Vec<SessionId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.awaiting.as_ref().is_some_and(|a| a.since + ttl <= now))
-            .map(|(&s, _)| s)
-            .collect();
-        for session in late {
-            self.kept_done(session);
         }
     }
 
@@ -361,7 +319,7 @@ impl Router {
         }
     }
 
-    fn presence_of(&self, m: &Member) -> Presence {
+    pub(super) fn presence_of(&self, m: &Member) -> Presence {
         Presence {
             room: m.room.clone(),
             peer: m.peer.clone(),
@@ -370,14 +328,14 @@ impl Router {
         }
     }
 
-    fn me(&self) -> InstanceId {
+    pub(super) fn me(&self) -> InstanceId {
         self.cluster
             .as_ref()
             .map(|c| c.me.clone())
             .unwrap_or_else(|| "".into())
     }
 
-    fn find(&self, room: &RoomId, peer: &PeerId) -> Option<SessionId> {
+    pub(super) fn find(&self, room: &RoomId, peer: &PeerId) -> Option<SessionId> {
         self.rooms
             .get(room)?
             .members
@@ -386,7 +344,7 @@ impl Router {
             .map(|&(_, s)| s)
     }
 
-    fn is_remote_with(&self, session: SessionId, seq: u64) -> bool {
+    pub(super) fn is_remote_with(&self, session: SessionId, seq: u64) -> bool {
         self.members
             .get(&session)
             .is_some_and(|m| m.remote.is_some() && m.seq == seq)
@@ -394,7 +352,7 @@ impl Router {
 
     /// A join in the cluster's order: ours (admit the waiting session) or another
     /// instance's (known here from now on).
-    fn joined(&mut self, p: Presence, session: Option<SessionId>) {
+    pub(super) fn joined(&mut self, p: Presence, session: Option<SessionId>) {
         self.seq = self.seq.max(p.seq);
         let mine = p.instance == self.me();
         if let (true, Some(session)) = (mine, session) {
@@ -426,7 +384,7 @@ impl Router {
 
     /// A member of another instance, placed by its join order; `announce`: tell the
     /// room's local members.
-    fn add_remote(&mut self, p: Presence, announce: bool) {
+    pub(super) fn add_remote(&mut self, p: Presence, announce: bool) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
@@ -459,239 +417,6 @@ impl Router {
                 self.deliver(s, joined.clone(), None, &mut slow);
             }
             self.evict_all(slow);
-        }
-    }
-
-    /// A resume moved a member (PROTOCOL.md §8 across instances).
-    fn moved(&mut self, p: Presence, from: InstanceId, session: SessionId) {
-        let me = self.me();
-        let existing = self.find(&p.room, &p.peer);
-        if p.instance == me {
-            let Some(pending) = self
-                .cluster
-                .as_mut()
-                .and_then(|c| c.pending.remove(&session))
-            else {
-                return;
-            };
-            match existing {
-                // It was ours: the local takeover, its token already checked by Redis.
-                Some(old)
-                    if from == me && self.members.get(&old).is_some_and(|m| m.remote.is_none()) =>
-                {
-                    let reply = self.take_over_checked(old, session, pending.token);
-                    self.out.push_back(Output::Answer { session, reply });
-                }
-                Some(old) => {
-                    // From another instance: it becomes ours, at its place in the room.
-                    if self
-                        .members
-                        .remove(&old)
-                        .is_some_and(|m| m.remote.is_some())
-                    {
-                        self.remote -= 1;
-                    }
-                    let m = Member::new(
-                        p.room.clone(),
-                        p.peer.clone(),
-                        self.limits.peer_queue,
-                        pending.token.clone(),
-                        p.seq,
-                    );
-                    let room = self.rooms.entry(p.room.clone()).or_insert(Room {
-                        members: Vec::new(),
-                    });
-                    for entry in room.members.iter_mut().filter(|(_, s)| *s == old) {
-                        entry.1 = session;
-                    }
-                    let existing: Vec<&PeerId> = room
-                        .members
-                        .iter()
-                        .filter(|(_, s)| *s != session)
-                        .map(|(pp, _)| pp)
-                        .collect();
-                    let welcome: Text =
-                        outbound::existing_peers(&existing, pending.token.as_deref()).into();
-                    self.members.insert(session, m);
-                    self.metrics.resumed();
-                    self.publish_population();
-                    let mut slow = Vec::new();
-                    self.deliver(session, welcome, None, &mut slow);
-                    // Everything else waits for the relays the old instance kept.
-                    if let Some(m) = self.members.get_mut(&session) {
-                        m.awaiting = Some(Awaiting {
-                            since: self.now,
-                            kept: VecDeque::new(),
-                            deferred: VecDeque::new(),
-                        });
-                    }
-                    self.out.push_back(Output::Answer {
-                        session,
-                        reply: Reply::Resumed,
-                    });
-                }
-                None => {
-                    self.admit(pending.room, pending.peer, session, pending.token, p.seq);
-                    self.out.push_back(Output::Answer {
-                        session,
-                        reply: Reply::Joined,
-                    });
-                }
-            }
-            return;
-        }
-        let Some(old) = existing else {
-            self.add_remote(p, true);
-            return;
-        };
-        let local = self.members.get(&old).is_some_and(|m| m.remote.is_none());
-        if !local {
-            if let Some(m) = self.members.get_mut(&old) {
-                m.remote = Some(p.instance);
-            }
-            return;
-        }
-        // It was ours and resumed elsewhere: close the old session quietly (4410 if it
-        // is still open), hand over what was kept, and know it as remote from now on.
-        let Some(mut m) = self.members.remove(&old) else {
-            return;
-        };
-        let kept: Vec<Text> = match m.held.take() {
-            Some(held) => {
-                self.graces.remove(&(held.until, old));
-                held.kept.into()
-            }
-            None => {
-                self.out.push_back(Output::Close {
-                    session: old,
-                    reason: CloseReason::Replaced,
-                });
-                m.backlog
-                    .drain(..)
-                    .filter(|t| t.sender().is_some())
-                    .collect()
-            }
-        };
-        let holding = std::mem::take(&mut m.holding);
-        self.release(holding);
-        self.out.push_back(Output::Cluster(ClusterOut::Kept {
-            instance: p.instance.clone(),
-            room: p.room.clone(),
-            peer: p.peer.clone(),
-            texts: kept,
-        }));
-        let Some(c) = self.cluster.as_mut() else {
-            return;
-        };
-        let id = c.next_remote;
-        c.next_remote += 1;
-        let mut r = Member::new(p.room.clone(), p.peer.clone(), 0, None, p.seq);
-        r.remote = Some(p.instance);
-        if let Some(room) = self.rooms.get_mut(&p.room) {
-            for entry in room.members.iter_mut().filter(|(_, s)| *s == old) {
-                entry.1 = id;
-            }
-        }
-        self.members.insert(id, r);
-        self.remote += 1;
-        self.publish_population();
-    }
-
-    /// The kept relays of a member that resumed here are in (or will not come):
-    /// deliver what waited, in order.
-    fn kept_done(&mut self, session: SessionId) {
-        let Some(a) = self
-            .members
-            .get_mut(&session)
-            .and_then(|m| m.awaiting.take())
-        else {
-            return;
-        };
-        let mut slow = Vec::new();
-        for text in a.kept.into_iter().chain(a.deferred) {
-            self.deliver(session, text, None, &mut slow);
-        }
-        self.evict_all(slow);
-    }
-
-    /// Every member of a vanished instance leaves (one `peer_left` each).
-    fn instance_gone(&mut self, instance: &InstanceId) {
-        let gone: Vec<SessionId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.remote.as_ref() == Some(instance))
-            .map(|(&s, _)| s)
-            .collect();
-        if !gone.is_empty() {
-            log::warn!(
-                "instance {instance} is gone: {} of its peers leave",
-                gone.len()
-            );
-        }
-        for s in gone {
-            self.remove(s, None);
-        }
-    }
-
-    /// Which instances are alive: members of one missing for longer than the TTL
-    /// leave (their Redis records may be gone with a Redis restart).
-    fn instances(&mut self, alive: Vec<InstanceId>) {
-        let now = self.now;
-        let known: Vec<InstanceId> = self
-            .members
-            .values()
-            .filter_map(|m| m.remote.clone())
-            .collect();
-        let Some(c) = self.cluster.as_mut() else {
-            return;
-        };
-        c.missing.retain(|i, _| !alive.contains(i));
-        for i in known {
-            if !alive.contains(&i) {
-                c.missing.entry(i).or_insert(now);
-            }
-        }
-    }
-
-    /// After a (re)connection: bring the remote members in line with Redis. Members of
-    /// instances that have not re-announced yet are left alone (the TTL decides).
-    fn reconcile(&mut self, snapshot: Vec<Presence>) {
-        let me = self.me();
-        for p in &snapshot {
-            if p.instance == me {
-                continue;
-            }
-            match self.find(&p.room, &p.peer) {
-                Some(s) if self.members.get(&s).is_some_and(|m| m.seq == p.seq) => {
-                    if let Some(m) = self.members.get_mut(&s) {
-                        if m.remote.is_some() {
-                            m.remote = Some(p.instance.clone());
-                        }
-                    }
-                }
-                Some(s) => {
-                    if self.members.get(&s).is_some_and(|m| m.remote.is_some()) {
-                        self.remove(s, None);
-                        self.add_remote(p.clone(), true);
-                    }
-                }
-                None => self.add_remote(p.clone(), true),
-            }
-        }
-        let present: HashSet<&InstanceId> = snapshot.iter().map(|p| &p.instance).collect();
-        let stale: Vec<SessionId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| {
-                m.remote.as_ref().is_some_and(|i| present.contains(i))
-                    && !snapshot
-                        .iter()
-                        .any(|p| p.room == m.room && p.peer == m.peer && p.seq == m.seq)
-            })
-            .map(|(&s, _)| s)
-            .collect();
-        for s in stale {
-            self.remove(s, None);
         }
     }
 }
