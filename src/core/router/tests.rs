@@ -546,3 +546,6 @@ fn a_sender_held_by_two_targets_resumes_only_when_both_are_drained() {
 
 #[path = "resume_tests.rs"]
 mod resume;
+
+#[path = "cluster_tests.rs"]
+mod cluster;
