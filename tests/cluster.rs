@@ -95,6 +95,28 @@ fn two_instances_are_one_service() {
 }
 
 #[test]
+fn a_closed_session_s_id_is_free_everywhere_once_the_client_knows() {
+    let redis = redis_or_skip!("a_closed_session_s_id_is_free_everywhere_once_the_client_knows");
+    let (one, two) = (instance(&redis, |_| {}), instance(&redis, |_| {}));
+    let (x, y) = (one.local_addr(), two.local_addr());
+    wait_health(x, 200);
+    wait_health(y, 200);
+    let mut a = Client::join_expect(x, "room", "a", &[]);
+    // A client that closes and at once reconnects through the other instance.
+    for i in 0..20 {
+        let (here, there) = if i % 2 == 0 { (x, y) } else { (y, x) };
+        let b = Client::join_expect(here, "room", "b", &["a"]);
+        a.expect_json(joined("b"));
+        b.close(1000);
+        a.expect_json(left("b"));
+        let b = Client::join_expect(there, "room", "b", &["a"]);
+        a.expect_json(joined("b"));
+        b.close(1000);
+        a.expect_json(left("b"));
+    }
+}
+
+#[test]
 fn relays_across_instances_keep_their_order_under_load() {
     let redis = redis_or_skip!("relays_across_instances_keep_their_order_under_load");
     let cfg = |c: &mut webrtc_signaling::Config| {

@@ -82,6 +82,20 @@ pub enum ClusterEvent {
     Instances { alive: Vec<InstanceId> },
 }
 
+/// Dropped once a leave is settled in Redis: the session that left waits for it
+/// before it confirms its close, so that once the client knows the session is over,
+/// its id is free on every instance (a reconnection elsewhere is not refused).
+#[derive(Debug)]
+pub struct Ack(pub crossbeam_channel::Sender<()>);
+
+impl PartialEq for Ack {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Ack {}
+
 /// What the router asks of the bridge.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClusterOut {
@@ -99,6 +113,7 @@ pub enum ClusterOut {
         room: RoomId,
         peer: PeerId,
         seq: u64,
+        ack: Option<Ack>,
     },
     Relay {
         instance: InstanceId,

@@ -207,8 +207,16 @@ impl Writer {
             ClusterOut::Relay {
                 session, target, ..
             } => ClusterEvent::RelayFailed { session, target },
-            leave @ ClusterOut::Leave { .. } => {
-                self.leaves.push(leave);
+            ClusterOut::Leave {
+                room, peer, seq, ..
+            } => {
+                // Kept for later; the session need not wait for that (the ack drops).
+                self.leaves.push(ClusterOut::Leave {
+                    room,
+                    peer,
+                    seq,
+                    ack: None,
+                });
                 return;
             }
             // Members are re-announced on the next connection anyway; kept relays and
@@ -470,9 +478,19 @@ impl Writer {
                     .cluster(ClusterEvent::ClaimFailed { session, reason });
                 r.map(|_| ())
             }
-            leave @ ClusterOut::Leave { .. } => {
-                let ClusterOut::Leave { room, peer, seq } = &leave else {
-                    return Ok(());
+            ClusterOut::Leave {
+                room,
+                peer,
+                seq,
+                ack,
+            } => {
+                // The session waits for this: the id is free everywhere once dropped.
+                let _ack = ack;
+                let leave = ClusterOut::Leave {
+                    room: room.clone(),
+                    peer: peer.clone(),
+                    seq,
+                    ack: None,
                 };
                 let r: Result<Value, Lost> = self.timed(|| {
                     self.scripts
@@ -481,7 +499,7 @@ impl Writer {
                         .arg(&*self.cfg.me)
                         .arg(room.as_str())
                         .arg(peer.as_str())
-                        .arg(*seq)
+                        .arg(seq)
                         .invoke(con)
                 });
                 if r.is_err() {

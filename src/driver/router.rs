@@ -335,8 +335,15 @@ impl Driver {
             ClusterOut::Relay {
                 session, target, ..
             } => ClusterEvent::RelayFailed { session, target },
-            leave @ ClusterOut::Leave { .. } => {
-                self.leaves.push_back(leave);
+            ClusterOut::Leave {
+                room, peer, seq, ..
+            } => {
+                self.leaves.push_back(ClusterOut::Leave {
+                    room,
+                    peer,
+                    seq,
+                    ack: None,
+                });
                 return;
             }
             other => {

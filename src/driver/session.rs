@@ -23,6 +23,7 @@ use super::router::{Ctl, Link};
 use super::transport::{Io, Stream};
 use super::wake::Parker;
 use crate::core::admission::Admitted;
+use crate::core::cluster::Ack;
 use crate::core::router::{Command, Reply, Text};
 use crate::core::session::{closing_messages, ws_config, Session};
 use crate::protocol::CloseReason;
@@ -343,11 +344,18 @@ impl Leaving<'_> {
         } else {
             Vec::new()
         };
-        let _ = self.ctx.router.send(Command::Leave {
+        // Until the leave is settled (in a cluster: in Redis), the close is not
+        // confirmed to the client, so its id is free everywhere once it knows.
+        let (tx, settled) = crossbeam_channel::bounded::<()>(0);
+        let sent = self.ctx.router.send(Command::Leave {
             session: self.session,
             reason,
             unsent,
+            ack: Some(Ack(tx)),
         });
+        if sent.is_ok() {
+            let _ = settled.recv_timeout(self.ctx.limits.close_timeout);
+        }
     }
 }
 

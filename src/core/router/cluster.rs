@@ -166,6 +166,7 @@ impl Router {
                 room: gone.room.clone(),
                 peer: gone.peer.clone(),
                 seq: gone.seq,
+                ack: self.leave_ack.take(),
             }));
         }
     }
@@ -366,6 +367,7 @@ impl Router {
                     room: p.room,
                     peer: p.peer,
                     seq: p.seq,
+                    ack: None,
                 }));
                 return;
             };

@@ -154,7 +154,8 @@ fn leaves_are_told_to_redis_and_remote_leaves_to_the_room() {
         [ClusterOut::Leave {
             room: room("r"),
             peer: peer("b"),
-            seq: 2
+            seq: 2,
+            ack: None,
         }]
     );
     assert_eq!(
@@ -271,6 +272,7 @@ fn a_member_resumed_elsewhere_hands_over_what_was_kept_and_stays_listed() {
         session: 2,
         reason: CloseReason::Disconnected,
         unsent: Vec::new(),
+        ack: None,
     });
     s.relay(1, "b", "kept");
     s.bridge.clear();

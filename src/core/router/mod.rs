@@ -31,7 +31,7 @@ use log::debug;
 
 pub use types::*;
 
-use crate::core::cluster::InstanceId;
+use crate::core::cluster::{Ack, InstanceId};
 
 use crate::metrics::Metrics;
 use crate::protocol::{outbound, CloseReason, ErrorCode, PeerId, RelayKind, RoomId};
@@ -107,6 +107,8 @@ pub struct Router {
     remote: usize,
     /// `Some` when instances share rooms through Redis.
     cluster: Option<cluster::Cluster>,
+    /// The acknowledgement of the `Leave` being handled, for its member's announcement.
+    leave_ack: Option<Ack>,
 }
 
 impl Router {
@@ -132,6 +134,7 @@ impl Router {
             seq: 0,
             remote: 0,
             cluster: None,
+            leave_ack: None,
         }
     }
 
@@ -197,8 +200,12 @@ impl Router {
                 session,
                 reason,
                 unsent,
+                ack,
             } => {
+                self.leave_ack = ack;
                 self.leave(session, reason, unsent);
+                // Not needed (held, or nothing to settle): let the session go on.
+                self.leave_ack = None;
                 Reply::Done
             }
             Command::Relay {

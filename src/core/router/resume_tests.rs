@@ -31,6 +31,7 @@ impl Sim {
             session,
             reason,
             unsent: Vec::new(),
+            ack: None,
         });
     }
 
@@ -132,6 +133,7 @@ fn what_the_session_never_got_is_kept_for_the_resume() {
         session: 2,
         reason: CloseReason::Disconnected,
         unsent,
+        ack: None,
     });
     s.relay(1, "b", "later");
     s.join_t("r", "b", 3, Some("t2"));

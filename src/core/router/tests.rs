@@ -133,6 +133,7 @@ impl Sim {
             session,
             reason: CloseReason::ClientClosed(1000),
             unsent: Vec::new(),
+            ack: None,
         });
     }
 

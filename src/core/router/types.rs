@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use crate::core::cluster::{ClusterEvent, ClusterOut};
+use crate::core::cluster::{Ack, ClusterEvent, ClusterOut};
 use crate::protocol::{CloseReason, PeerId, RelayKind, RoomId};
 
 /// A text frame ready for the socket (clones share one buffer). A relayed message also
@@ -87,6 +87,8 @@ pub enum Command {
         session: SessionId,
         reason: CloseReason,
         unsent: Vec<Text>,
+        /// Dropped when the leave is settled (at once on a single instance).
+        ack: Option<Ack>,
     },
     /// A validated message from `session` for `target` in its room.
     Relay {
