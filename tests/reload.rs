@@ -5,59 +5,23 @@
 
 mod common;
 
+#[path = "support/tls_client.rs"]
+mod tls_client;
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Process, DEADLINE};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use common::Process;
+use rustls::ClientConfig;
 use serde_json::{json, Value};
+use tls_client::{peer_leaf, tls_over, Ca, Tls};
 use tungstenite::{Message, WebSocket};
 use webrtc_signaling::access::{self, Claims};
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-/// A leaf for localhost signed by `ca`: (chain PEM, key PEM, leaf DER).
-fn leaf(ca: &Issuer<'_, KeyPair>, ca_pem: &str) -> (String, String, Vec<u8>) {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .signed_by(&key, ca)
-        .unwrap();
-    (
-        format!("{}{ca_pem}", cert.pem()),
-        key.serialize_pem(),
-        cert.der().to_vec(),
-    )
-}
-
-fn client_config(ca: &CertificateDer<'static>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-/// A verified TLS connection; also returns the leaf certificate the server showed.
 fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> (Tls, Vec<u8>) {
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
-    tcp.set_write_timeout(Some(DEADLINE)).unwrap();
-    let conn =
-        ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
-    let mut tls = StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
-    }
-    let leaf = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    let tls = tls_over(TcpStream::connect(addr).unwrap(), config);
+    let leaf = peer_leaf(&tls);
     (tls, leaf)
 }
 
@@ -108,12 +72,11 @@ fn write(dir: &Path, name: &str, text: &str) {
 fn sighup_reloads_the_certificate_and_the_secret_without_dropping_sessions() {
     let dir = std::env::temp_dir().join(format!("webrtc-signaling-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let config = client_config(ca.der());
-    let (chain_a, key_a, der_a) = leaf(&ca, &ca.pem());
-    let (chain_b, key_b, der_b) = leaf(&ca, &ca.pem());
+    let ca = Ca::new();
+    let config = ca.client_config();
+    let (a_leaf, b_leaf) = (ca.leaf(), ca.leaf());
+    let (chain_a, key_a, der_a) = (a_leaf.chain_pem, a_leaf.key_pem, a_leaf.der);
+    let (chain_b, key_b, der_b) = (b_leaf.chain_pem, b_leaf.key_pem, b_leaf.der);
     write(&dir, "cert.pem", &chain_a);
     write(&dir, "key.pem", &key_a);
     write(&dir, "auth-secret", "secret-one\n");
