@@ -11,36 +11,26 @@
 #![cfg(feature = "tls")]
 
 mod common;
+#[path = "support/proxies.rs"]
+mod proxies;
 #[path = "support/tls_client.rs"]
 mod tls_client;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::Process;
+use proxies::{doc_block, free_port, start_nginx, wait_listening, Dir, Proxy};
 use rustls::ClientConfig;
 use serde_json::{json, Value};
 use tls_client::{connect_from, tls_over, Ca, Tls};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
-const DOC: &str = include_str!("../docs/production.md");
 const REQUIRE_ENV: &str = "WEBRTC_SIGNALING_REQUIRE_PROXIES";
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-
-/// The body of the first ```` ```lang ```` block of docs/production.md.
-fn doc_block(lang: &str) -> String {
-    let fence = format!("```{lang}\n");
-    let start = DOC
-        .find(&fence)
-        .unwrap_or_else(|| panic!("no {fence:?} block"))
-        + fence.len();
-    let len = DOC[start..].find("```").unwrap();
-    DOC[start..start + len].to_owned()
-}
 
 fn tool(name: &str, paths: &[&str]) -> Option<PathBuf> {
     let found = paths.iter().map(PathBuf::from).find(|p| p.is_file());
@@ -51,65 +41,6 @@ fn tool(name: &str, paths: &[&str]) -> Option<PathBuf> {
         println!("SKIPPED {name} test: {name} is not installed (apt-get install {name})");
     }
     found
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d =
-            std::env::temp_dir().join(format!("webrtc-signaling-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A proxy process, killed on drop.
-struct Proxy(Child, PathBuf);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits (bounded) until `port` accepts connections, or fails with the proxy's log.
-fn wait_listening(proxy: &mut Proxy, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        let exited = proxy.0.try_wait().ok().flatten();
-        if exited.is_some() || Instant::now() > deadline {
-            let log = std::fs::read_to_string(&proxy.1).unwrap_or_default();
-            panic!("the proxy is not listening on {port} ({exited:?}):\n{log}");
-        }
-        // Polling interval only; the loop is bounded by the deadline above.
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 type Wss = WebSocket<Tls>;
@@ -190,43 +121,6 @@ fn call_through(config: &Arc<ClientConfig>, port: u16, a_headers: &[(&str, &str)
     let _ = b.close(None);
 }
 
-fn start_nginx(nginx: &Path, dir: &Dir, ca: &Ca, upstream: SocketAddr) -> (Proxy, u16) {
-    let leaf = ca.leaf();
-    let cert = dir.file("fullchain.pem", &leaf.chain_pem);
-    let key = dir.file("privkey.pem", &leaf.key_pem);
-    let port = free_port();
-    let site = doc_block("nginx")
-        .replace("127.0.0.1:8000", &upstream.to_string())
-        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
-        .replace(
-            "/etc/letsencrypt/live/signal.example.org/fullchain.pem",
-            &cert,
-        )
-        .replace("/etc/letsencrypt/live/signal.example.org/privkey.pem", &key);
-    let site = dir.file("site.conf", &site);
-    let d = dir.0.display();
-    let log = dir.0.join("error.log");
-    let conf = dir.file(
-        "nginx.conf",
-        &format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
-             include {site};\n}}\n"
-        ),
-    );
-    let child = Command::new(nginx)
-        .args(["-c", &conf, "-p", &dir.0.to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let mut proxy = Proxy(child, log);
-    wait_listening(&mut proxy, port);
-    (proxy, port)
-}
-
 fn session_remote(server: &mut Process, peer: &str) -> String {
     let needle = format!("session start room=room1 peer={peer} remote=");
     let line = server.wait_line(&needle, |l| l.contains(&needle));
@@ -251,7 +145,8 @@ fn nginx_as_documented_with_trusted_proxy() {
     let dir = Dir::new("nginx");
     let ca = Ca::new();
     let config = ca.client_config();
-    let (_nginx, port) = start_nginx(&nginx, &dir, &ca, upstream);
+    let leaf = ca.leaf();
+    let (_nginx, port) = start_nginx(&nginx, &dir, &leaf.chain_pem, &leaf.key_pem, upstream);
 
     // A client that claims to be someone else: nginx appends its real address.
     call_through(&config, port, &[("X-Forwarded-For", "198.51.100.7")]);
@@ -285,7 +180,8 @@ fn nginx_without_trusted_proxy_the_headers_are_ignored() {
     let dir = Dir::new("nginx-untrusted");
     let ca = Ca::new();
     let config = ca.client_config();
-    let (_nginx, port) = start_nginx(&nginx, &dir, &ca, upstream);
+    let leaf = ca.leaf();
+    let (_nginx, port) = start_nginx(&nginx, &dir, &leaf.chain_pem, &leaf.key_pem, upstream);
     call_through(&config, port, &[]);
     let remote = session_remote(&mut server, "a");
     assert!(
