@@ -2,8 +2,10 @@
 //! `signaling.mjs`, `signaling.js`, `signaling.d.ts`) is vendored into a temporary
 //! `node_modules` the way an app would, and tests/node/module_test.mjs drives it
 //! against the real server; the Node example of docs/browser-client.md runs as it is
-//! written. Needs `node` (20 or later); prints why it skips otherwise, and
-//! WEBRTC_SIGNALING_REQUIRE_NODE=1 (set by .ci/run) makes that a failure.
+//! written; tests/node/types_test.ts type-checks against the served signaling.d.ts
+//! (tsc from target/node-deps, which .ci/run installs). Needs `node` (20 or later);
+//! prints why it skips otherwise, and WEBRTC_SIGNALING_REQUIRE_NODE=1 (set by
+//! .ci/run) makes that a failure.
 
 mod common;
 
@@ -188,4 +190,50 @@ fn the_documented_node_example_runs() {
         return;
     }
     assert!(out.contains("in the room: [ 'peer1' ]"), "{out}");
+}
+
+/// The TypeScript declarations: a strict compile of tests/node/types_test.ts against
+/// the package as served, with `@ts-expect-error` lines proving misuses are refused.
+#[test]
+fn the_typescript_declarations_type_check() {
+    let tsc = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node-deps/node_modules/.bin/tsc");
+    if !tsc.is_file() {
+        return skip_or_fail(
+            "tsc is not in target/node-deps (npm install --prefix target/node-deps typescript, as .ci/run does)",
+        );
+    }
+    let server = common::start();
+    let dir = TempDir::new("node-types");
+    vendor(
+        server.local_addr(),
+        &dir.0.join("node_modules/webrtc-signaling-client"),
+    );
+    std::fs::write(
+        dir.0.join("types_test.ts"),
+        include_str!("node/types_test.ts"),
+    )
+    .unwrap();
+    let out = Command::new(&tsc)
+        .args([
+            "--noEmit",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "--lib",
+            "es2022,dom",
+            "types_test.ts",
+        ])
+        .current_dir(&dir.0)
+        .output()
+        .expect("run tsc");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tsc found errors:\n{text}");
 }
