@@ -213,6 +213,11 @@ impl Origins {
         self.0.is_empty()
     }
 
+    /// Whether `origin` is on the list itself (CORS: the server's own pages need none).
+    pub fn lists(&self, origin: &str) -> bool {
+        self.0.contains(&normalise(origin))
+    }
+
     /// Adds an origin from the command line, normalised (lower case, no trailing `/`).
     pub fn add(&mut self, origin: &str) -> Result<(), String> {
         let o = normalise(origin);

@@ -3,12 +3,13 @@
 //! are the binary's business (src/cli).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::{Origins, Verifier};
 use crate::hooks::Hooks;
+use crate::proxy::TrustedProxies;
 
 /// Every bound on memory, threads and time.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +221,12 @@ pub struct Config {
     pub ice: IceSettings,
     pub tls: TlsSettings,
     pub cluster: ClusterSettings,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` headers name the client (logs and
+    /// per-client decisions); empty: no header is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// A second listener for `/metrics` and the admin API; the public port then
+    /// serves neither.
+    pub ops_bind: Option<SocketAddr>,
     /// Test-only interception points; empty in production.
     #[doc(hidden)]
     pub hooks: Hooks,
@@ -238,6 +245,8 @@ impl Default for Config {
             ice: IceSettings::default(),
             tls: TlsSettings::default(),
             cluster: ClusterSettings::default(),
+            trusted_proxies: TrustedProxies::default(),
+            ops_bind: None,
             hooks: Hooks::default(),
         }
     }

@@ -26,10 +26,12 @@ mod http;
 pub mod ice;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy;
 pub mod query;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod urls;
 
 pub use config::{
     AccessPolicy, ClusterSettings, Config, ConfigError, IceSettings, Limits, Secret, TlsSettings,

@@ -5,8 +5,8 @@ mod cli;
 
 use std::process::ExitCode;
 
-use log::{error, LevelFilter};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use log::{error, info, LevelFilter};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use webrtc_signaling::Server;
 
@@ -17,7 +17,10 @@ use cli::Cli;
 const EXIT_FAILED: u8 = 70;
 
 fn main() -> ExitCode {
-    let run = match cli::Cli::parse(std::env::args().skip(1), std::env::vars()) {
+    // Kept for SIGHUP, which parses them again (re-reading the files they name).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let run = match cli::Cli::parse(args.iter().cloned(), env.iter().cloned()) {
         Ok(Cli::Run(run)) => *run,
         Ok(Cli::Help) => {
             print!("{}", cli::help());
@@ -54,8 +57,9 @@ fn main() -> ExitCode {
         }
     };
     // First thing after the flags: a SIGTERM that arrives while we start up (a
-    // supervisor that gives up early) must still end in a clean exit 0.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    // supervisor that gives up early) must still end in a clean exit 0, and a SIGHUP
+    // (a reload) must not kill the process.
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("webrtc-signaling: cannot install signal handlers: {e}");
@@ -64,6 +68,26 @@ fn main() -> ExitCode {
     };
     let level = run.log_level.parse().unwrap_or(LevelFilter::Info);
     let _ = cli::logging::init(run.log_format, level);
+    info!(
+        "webrtc-signaling {} starting (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    // systemd socket activation: listening sockets handed over as descriptors 3, 4.
+    let inherited = match cli::systemd::listeners() {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !inherited.is_empty() {
+        info!(
+            "systemd socket activation: {} listening socket(s) passed in; --bind/--port \
+             (and --tls-port) are not bound here",
+            inherited.len()
+        );
+    }
     #[allow(unused_mut)]
     let mut config = run.config;
     // Debug builds only: lets the tests prove that a router failure ends the process
@@ -88,7 +112,7 @@ fn main() -> ExitCode {
             config.ice.turn_ttl.as_secs()
         );
     }
-    let server = match Server::start(config) {
+    let server = match Server::start_with_listeners(config, inherited) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start: {e}");
@@ -110,9 +134,18 @@ fn main() -> ExitCode {
         error!("cannot start the supervisor thread: {e}");
         return ExitCode::FAILURE;
     }
-    if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig}: shutting down");
+    if let Err(e) = cli::systemd::notify("READY=1\nSTATUS=serving") {
+        log::warn!("cannot tell systemd that the server is ready: {e}");
     }
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            cli::reload::on_sighup(&server, &args, &env);
+            continue;
+        }
+        info!("signal {sig}: shutting down");
+        break;
+    }
+    let _ = cli::systemd::notify("STOPPING=1");
     let failed = server.failed();
     server.shutdown();
     if failed {

@@ -19,10 +19,15 @@ use crate::core::router::{Command, Router, RouterLimits};
 use crate::driver::bridge::{self, Bridge, BridgeConfig};
 use crate::driver::context::{ConnectionGuard, Context};
 use crate::driver::router::{self as router_thread, Failure};
+use crate::driver::swap::Swap;
 use crate::driver::transport::TlsConfig;
 use crate::driver::{conn, wake};
+use crate::http::Side;
 use crate::ice::Ice;
 use crate::metrics::Metrics;
+
+/// The TLS configuration, replaced by a reload; read once per accepted connection.
+type SharedTls = Arc<Swap<TlsConfig>>;
 
 /// A running server. Dropping it shuts it down.
 pub struct Server {
@@ -31,20 +36,31 @@ pub struct Server {
     bridge: Mutex<Option<Bridge>>,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
-    tls_fingerprint: Option<String>,
+    ops_addr: Option<SocketAddr>,
+    /// What the accept threads read; a reload replaces it (feature `tls`).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls: Option<SharedTls>,
+    tls_fingerprint: Swap<Option<String>>,
     /// Every listener's address and accept thread.
     accept: Mutex<Vec<(SocketAddr, JoinHandle<()>)>>,
 }
 
-/// A bound listener and whether it speaks TLS.
+/// A bound listener, whether it speaks TLS, and what it serves.
 struct Listener {
     socket: TcpListener,
     addr: SocketAddr,
-    tls: Option<TlsConfig>,
+    tls: Option<SharedTls>,
+    side: Side,
 }
 
-fn listen(bind: IpAddr, port: u16, tls: Option<TlsConfig>) -> io::Result<Listener> {
-    let socket = TcpListener::bind((bind, port))?;
+/// Binds `addr`; a failure names the address ("address in use" alone does not say
+/// which of the listeners could not start).
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+fn listen(socket: TcpListener, tls: Option<SharedTls>, side: Side) -> io::Result<Listener> {
     let addr = socket.local_addr()?;
     // std listens with a backlog of 128; a burst of joins (a class opening its
     // laptops, a load test) would see dropped SYNs and one-second retries.
@@ -57,7 +73,12 @@ fn listen(bind: IpAddr, port: u16, tls: Option<TlsConfig>) -> io::Result<Listene
             io::Error::last_os_error()
         );
     }
-    Ok(Listener { socket, addr, tls })
+    Ok(Listener {
+        socket,
+        addr,
+        tls,
+        side,
+    })
 }
 
 /// The TLS configuration `config` asks for, and the certificate's fingerprint.
@@ -93,6 +114,13 @@ fn tls_setup(config: &Config) -> io::Result<Option<(TlsConfig, String)>> {
 impl Server {
     /// Checks `config`, binds the port and starts the router and accept threads.
     pub fn start(config: Config) -> io::Result<Server> {
+        Server::start_with_listeners(config, Vec::new())
+    }
+
+    /// As [`Server::start`], on listening sockets made elsewhere (systemd socket
+    /// activation) instead of binding `--bind`/`--port`: the first takes the role of
+    /// `--port`, a second that of `--tls-port`. `--ops-bind` is always bound here.
+    pub fn start_with_listeners(config: Config, inherited: Vec<TcpListener>) -> io::Result<Server> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -100,19 +128,52 @@ impl Server {
         wake::install()?;
         let tls = tls_setup(&config)?;
         let fingerprint = tls.as_ref().map(|(_, f)| f.clone());
-        let tls = tls.map(|(c, _)| c);
+        let tls: Option<SharedTls> = tls.map(|(c, _)| Arc::new(Swap::new(c)));
+        let public = if config.ops_bind.is_some() {
+            Side::Public
+        } else {
+            Side::All
+        };
+        let want = if config.tls.port.is_some() && tls.is_some() {
+            2
+        } else {
+            1
+        };
+        if !inherited.is_empty() && inherited.len() != want {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} listening sockets were passed in, this configuration takes {want} \
+                     (--port{})",
+                    inherited.len(),
+                    if want == 2 { " and --tls-port" } else { "" }
+                ),
+            ));
+        }
+        let mut sockets = inherited.into_iter();
+        let mut socket = |port: u16| match sockets.next() {
+            Some(s) => Ok(s),
+            None => bind(SocketAddr::new(config.bind, port)),
+        };
         let mut listeners = Vec::new();
         match config.tls.port {
             // TLS beside plain.
             Some(port) if tls.is_some() => {
-                listeners.push(listen(config.bind, config.port, None)?);
-                listeners.push(listen(config.bind, port, tls)?);
+                listeners.push(listen(socket(config.port)?, None, public)?);
+                listeners.push(listen(socket(port)?, tls.clone(), public)?);
             }
             // TLS alone, or plain alone.
-            _ => listeners.push(listen(config.bind, config.port, tls)?),
+            _ => listeners.push(listen(socket(config.port)?, tls.clone(), public)?),
+        }
+        if let Some(ops) = config.ops_bind {
+            listeners.push(listen(bind(ops)?, None, Side::Ops)?);
         }
         let local_addr = listeners[0].addr;
         let tls_addr = listeners.iter().find(|l| l.tls.is_some()).map(|l| l.addr);
+        let ops_addr = listeners
+            .iter()
+            .find(|l| l.side == Side::Ops)
+            .map(|l| l.addr);
         let limits = config.limits.clone();
         let access = Access {
             verifier: config
@@ -122,7 +183,11 @@ impl Server {
             origins: config.access.allowed_origins.clone(),
             admin: config.access.admin,
         };
-        let metrics = Arc::new(Metrics::new(limits.peer_queue));
+        let metrics = Arc::new(Metrics::with_limits(
+            limits.peer_queue,
+            limits.max_connections,
+            limits.max_room_peers,
+        ));
         let router_limits = RouterLimits {
             max_sessions: limits.max_connections,
             max_room_peers: limits.max_room_peers,
@@ -177,22 +242,32 @@ impl Server {
         let origins = !access.origins.is_empty();
         let mut ctx = Context::new(limits, access, ice, router, metrics, config.hooks.clone());
         ctx.cluster_up = bridge.as_ref().map(|b| b.up.clone());
+        ctx.proxies = config.trusted_proxies.clone();
         let ctx = Arc::new(ctx);
         let mut accept = Vec::new();
         for listener in listeners {
-            let addr = listener.addr;
-            let tls_note = if listener.tls.is_some() {
-                " (TLS: https://, wss://)"
-            } else {
-                ""
-            };
+            let (addr, tls_on, side) = (listener.addr, listener.tls.is_some(), listener.side);
+            let note = crate::urls::listening(addr, tls_on, side);
             let ctx = ctx.clone();
             let handle = std::thread::Builder::new()
                 .name("accept".into())
                 .stack_size(128 * 1024)
-                .spawn(move || accept_loop(listener.socket, listener.tls, ctx))?;
+                .spawn(move || accept_loop(listener.socket, listener.tls, listener.side, ctx))?;
+            // The address alone ends the line (scripts read it); the URLs follow.
+            let tls_note = if tls_on {
+                " (TLS: https://, wss://)"
+            } else {
+                ""
+            };
             info!("listening on {addr}{tls_note}");
+            info!("serving {note}");
+            if side != Side::Ops {
+                info!("client page: {}", crate::urls::client_page(addr, tls_on));
+            }
             accept.push((addr, handle));
+        }
+        if !config.trusted_proxies.is_empty() {
+            info!("trusted proxies: their X-Forwarded-For/Forwarded name the client");
         }
         if auth {
             info!("auth: sessions need ?token=, REST room listings an admin token");
@@ -206,9 +281,57 @@ impl Server {
             bridge: Mutex::new(bridge),
             local_addr,
             tls_addr,
-            tls_fingerprint: fingerprint,
+            ops_addr,
+            tls,
+            tls_fingerprint: Swap::new(fingerprint),
             accept: Mutex::new(accept),
         })
+    }
+
+    /// Re-reads what may change under a running server (SIGHUP): the TLS certificate
+    /// and key files, the token keys and the TURN secret, from `config` (the binary
+    /// parses its flags again, which reads the files again). Sessions are not touched:
+    /// each keeps the TLS state it started with; new connections and requests get the
+    /// new settings. On an error nothing changes. Returns what was reloaded.
+    pub fn reload(&self, config: &Config) -> io::Result<Vec<String>> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        config.validate().map_err(|e| invalid(e.to_string()))?;
+        let mut done = Vec::new();
+        // Build everything first, then swap: a bad certificate changes nothing.
+        #[allow(unused_mut)] // set only with the `tls` feature
+        let mut new_tls: Option<(&SharedTls, TlsConfig, String)> = None;
+        #[cfg(feature = "tls")]
+        if let (Some(shared), Some(cert), Some(key)) =
+            (&self.tls, &config.tls.cert, &config.tls.key)
+        {
+            let setup = crate::tls::from_files(cert, key)?;
+            new_tls = Some((shared, setup.config, setup.fingerprint));
+        }
+        let current = self.ctx.access.get();
+        let access = Access {
+            verifier: config.access.verifier().map_err(invalid)?,
+            origins: current.origins.clone(),
+            admin: current.admin,
+        };
+        let ice = Ice {
+            static_json: crate::ice::static_json(&config.ice),
+            turn_secret: config.ice.turn_secret.clone(),
+            turn_ttl: config.ice.turn_ttl,
+        };
+        if let Some((shared, tls, fingerprint)) = new_tls {
+            shared.set(tls);
+            done.push(format!("TLS certificate (SHA-256 {fingerprint})"));
+            self.tls_fingerprint.set(Some(fingerprint));
+        }
+        if access.verifier.is_some() {
+            done.push("token keys".to_owned());
+        }
+        self.ctx.access.set(Arc::new(access));
+        if ice.turn_secret.is_some() {
+            done.push("TURN secret".to_owned());
+        }
+        self.ctx.ice.set(Arc::new(ice));
+        Ok(done)
     }
 
     /// Whether the router thread has failed (the server cannot work any more; its
@@ -237,9 +360,15 @@ impl Server {
         self.tls_addr
     }
 
-    /// SHA-256 fingerprint of the TLS certificate (`AB:CD:...`), if TLS is on.
-    pub fn tls_fingerprint(&self) -> Option<&str> {
-        self.tls_fingerprint.as_deref()
+    /// The `--ops-bind` listener's address, if any.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
+    }
+
+    /// SHA-256 fingerprint of the TLS certificate (`AB:CD:...`), if TLS is on (the
+    /// current one, after a reload).
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.tls_fingerprint.get()
     }
 
     /// Stops accepting, closes every session with `going_away` (1001) and waits for the
@@ -305,7 +434,7 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, ctx: Arc<Context>) {
+fn accept_loop(listener: TcpListener, tls: Option<SharedTls>, side: Side, ctx: Arc<Context>) {
     let cap = ctx.limits.max_connections + ctx.limits.max_http_connections;
     // Zero capacity: a hand-off succeeds only if a spare thread is waiting right now.
     let (spares_tx, spares_rx) = bounded::<Conn>(0);
@@ -344,7 +473,9 @@ fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, ctx: Arc<Context>)
         let conn = Conn {
             stream,
             remote,
-            tls: tls.clone(),
+            // The configuration in force now: a reload affects the next connection.
+            tls: tls.as_ref().map(|t| t.get()),
+            side,
             guard,
         };
         let conn = match spares_tx.try_send(conn) {
@@ -371,6 +502,7 @@ struct Conn {
     stream: TcpStream,
     remote: SocketAddr,
     tls: Option<TlsConfig>,
+    side: Side,
     guard: ConnectionGuard,
 }
 
@@ -392,10 +524,11 @@ fn connection_thread(first: Conn, ctx: &Arc<Context>, spares: &Receiver<Conn>) {
                 stream,
                 remote,
                 tls,
+                side,
                 guard,
             } = conn;
             let _guard = guard;
-            conn::serve(stream, tls.as_ref(), remote, ctx);
+            conn::serve(stream, tls.as_ref(), remote, ctx, side);
         }
         if ctx.is_stopping()
             || ctx.spare_threads.fetch_add(1, Ordering::AcqRel) >= MAX_SPARE_THREADS

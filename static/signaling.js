@@ -1,10 +1,14 @@
 /*
  * signaling.js - browser client for the webrtc-signaling server.
  *
- * Plain JavaScript, no dependencies, no build step. Load it with
- *   <script src="/webrtc/client/signaling.js"></script>
- * (it defines window.WebRTCSignalingClient and window.WebRTCPeerMesh), or
- * require()/bundle it (it also sets module.exports when that exists).
+ * Plain JavaScript, no dependencies, no build step. Three ways in, one source:
+ *   <script src="/webrtc/client/signaling.js"></script>  defines the globals
+ *     window.WebRTCSignalingClient and window.WebRTCPeerMesh;
+ *   import { WebRTCSignalingClient } from '/webrtc/client/signaling.mjs'
+ *     (the server serves this file with an export line after it);
+ *   require('./signaling.js') or a bundler: module.exports, no globals.
+ * Types: signaling.d.ts. The signaling client needs no DOM: outside a browser
+ * pass baseUrl and a WebSocket implementation (Node, React Native).
  *
  * WebRTCSignalingClient: the signaling socket only (the shape of the original
  *   FastAPI description's client): connect(roomId, peerId), one handler list
@@ -61,9 +65,23 @@
     });
   }
 
-  /** Default base URL: the origin this script was served from, ws: or wss:. */
+  // Where this file was loaded from, while it runs: the module's own URL (set by
+  // the ES module build), or the classic <script>'s.
+  var SCRIPT_URL = (typeof module !== 'undefined' && module && module.url) ||
+    (root && root.document && root.document.currentScript && root.document.currentScript.src) || '';
+
+  /**
+   * Default base URL: the server this script was served from, ws: or wss:, with
+   * the path prefix it sits under behind a reverse proxy (…/prefix/webrtc/client/
+   * signaling.js gives …/prefix); else the page's origin.
+   */
   function defaultBaseUrl() {
-    var loc = root.location;
+    var m = /^(https?):\/\/([^/?#]+)(\/[^?#]*)?\/webrtc\/client\/signaling\.m?js(?:[?#].*)?$/.exec(SCRIPT_URL);
+    if (m) return (m[1] === 'https' ? 'wss:' : 'ws:') + '//' + m[2] + (m[3] || '');
+    var loc = root && root.location;
+    if (!loc || !loc.host) {
+      throw new Error('WebRTCSignalingClient: pass options.baseUrl (e.g. "ws://host:8000") outside a browser page');
+    }
     return (loc.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + loc.host;
   }
 
@@ -76,6 +94,8 @@
    *   resumeWindowMs:  a reconnection later than this after the drop is taken
    *              as a new session, not a resume (default 8000, below the
    *              server's default 10 s grace; set it to the server's grace)
+   *   WebSocket: the WebSocket class to use (default: the global one), e.g.
+   *            Node 20's (node --experimental-websocket) or the `ws` package's
    *
    * Events (client.on(type, fn); returns a function that unsubscribes):
    *   'open'            the socket is open (not yet admitted)
@@ -101,6 +121,7 @@
     options = options || {};
     this.baseUrl = options.baseUrl || defaultBaseUrl();
     this.token = options.token || null;
+    this.WebSocket = options.WebSocket || (root && root.WebSocket) || null;
     this.websocket = null; // the current WebSocket, if any
     this.roomId = null;
     this.peerId = null;
@@ -174,7 +195,8 @@
     return new Promise(function (resolve, reject) {
       var ws;
       try {
-        ws = new WebSocket(self.url(roomId, peerId, conn.resumeToken));
+        if (!self.WebSocket) throw new Error('no WebSocket implementation: pass options.WebSocket');
+        ws = new self.WebSocket(self.url(roomId, peerId, conn.resumeToken));
       } catch (e) {
         self._conn = null;
         reject(e);
@@ -363,7 +385,7 @@
   };
 
   WebRTCSignalingClient.prototype.isOpen = function () {
-    return !!this.websocket && this.websocket.readyState === WebSocket.OPEN;
+    return !!this.websocket && this.websocket.readyState === 1; // OPEN
   };
 
   /** Whether the client is between a drop and its next session. */
@@ -717,9 +739,29 @@
     });
   };
 
-  root.WebRTCSignalingClient = WebRTCSignalingClient;
-  root.WebRTCPeerMesh = WebRTCPeerMesh;
-  if (typeof module !== 'undefined' && module.exports) {
+  /**
+   * Sends newTrack wherever oldTrack is sent (a camera switch): the same
+   * transceivers, so no renegotiation. Resolves when every peer has it.
+   */
+  WebRTCPeerMesh.prototype.replaceTrack = function (oldTrack, newTrack) {
+    var self = this;
+    var pending = [];
+    this.peers.forEach(function (p) {
+      if (p.closed) return;
+      p.pc.getSenders().forEach(function (sender) {
+        if (sender.track !== oldTrack) return;
+        pending.push(sender.replaceTrack(newTrack).catch(function (e) { self._fail(p, 'replacing a track', e); }));
+      });
+    });
+    return Promise.all(pending).then(function () {});
+  };
+
+  // A module system (CommonJS, a bundler, the ES module build) gets exports and
+  // no globals; a classic <script> gets the two globals.
+  if (typeof module !== 'undefined' && module && module.exports) {
     module.exports = { WebRTCSignalingClient: WebRTCSignalingClient, WebRTCPeerMesh: WebRTCPeerMesh };
+  } else {
+    root.WebRTCSignalingClient = WebRTCSignalingClient;
+    root.WebRTCPeerMesh = WebRTCPeerMesh;
   }
-})(typeof window !== 'undefined' ? window : this);
+})(typeof window !== 'undefined' ? window : typeof globalThis !== 'undefined' ? globalThis : this);

@@ -1,4 +1,5 @@
-//! The binary's logger: simplelog's human lines (`--log-format text`, the default) or
+//! The binary's logger: simplelog's human lines (`--log-format text`, the default,
+//! `2025-01-31T12:00:00.123Z [INFO] listening on …`, UTC) or
 //! one JSON object per line (`--log-format json`) for log collectors, both on stderr.
 //!
 //! A JSON line looks like
@@ -34,9 +35,14 @@ pub enum LogFormat {
 pub fn init(format: LogFormat, level: LevelFilter) -> Result<(), log::SetLoggerError> {
     match format {
         LogFormat::Text => {
+            // Date, time and zone on every line (UTC, as in the JSON format): a line
+            // copied out of the journal or a file still says when it happened.
             let config = simplelog::ConfigBuilder::new()
                 .set_target_level(LevelFilter::Off)
                 .set_thread_level(LevelFilter::Off)
+                .set_time_format_custom(format_description!(
+                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+                ))
                 .build();
             let color = if std::io::stderr().is_terminal() {
                 simplelog::ColorChoice::Auto

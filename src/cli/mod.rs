@@ -3,9 +3,14 @@
 //! `token` subcommand is in [`token`], the log format in [`logging`].
 //!
 //! Each flag `--some-flag` can also be set with `WEBRTC_SIGNALING_SOME_FLAG`; a flag
-//! on the command line wins over the environment.
+//! on the command line wins over the environment (a repeatable one replaces the
+//! environment's list). Durations: [`duration`]; systemd: [`systemd`]; SIGHUP:
+//! [`reload`].
 
+pub mod duration;
 pub mod logging;
+pub mod reload;
+pub mod systemd;
 pub mod token;
 
 use std::path::PathBuf;
@@ -70,12 +75,9 @@ fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
         .map_err(|_| format!("{v:?} is not a valid number"))
 }
 
+/// A duration flag: seconds, or with a unit (`500ms`, `90s`, `30m`, `1h`, `7d`).
 fn secs(v: &str) -> Result<Duration, String> {
-    let s: f64 = num(v)?;
-    if !(0.0..=86_400.0 * 365.0).contains(&s) || s.is_nan() {
-        return Err(format!("{v:?} is not a valid number of seconds"));
-    }
-    Ok(Duration::from_secs_f64(s))
+    duration::parse(v, Duration::from_secs(86_400 * 365))
 }
 
 pub(crate) fn switch(v: &str) -> Result<bool, String> {
@@ -122,16 +124,37 @@ macro_rules! flag {
 }
 
 pub(crate) const FLAGS: &[Flag] = &[
-    flag!("bind", "ADDR", "address to listen on [0.0.0.0]", |c, v| c
-        .config
-        .bind =
-        v.parse()
-            .map_err(|_| format!("{v:?} is not an IP address"))?),
+    flag!(
+        "bind",
+        "ADDR",
+        "address to listen on (ignored under systemd socket activation) [0.0.0.0]",
+        |c, v| c.config.bind = v
+            .parse()
+            .map_err(|_| format!("{v:?} is not an IP address"))?
+    ),
     flag!(
         "port",
         "N",
-        "TCP port; 0 picks a free one [8000]",
+        "TCP port; 0 picks a free one (ignored under systemd socket activation) [8000]",
         |c, v| c.config.port = num(v)?
+    ),
+    flag!(
+        "ops-bind",
+        "ADDR:PORT",
+        "a second listener for /metrics and the admin API, e.g. 127.0.0.1:9100; the \
+         public port then serves neither [none]",
+        |c, v| c.config.ops_bind = Some(
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{v:?} is not ADDR:PORT (e.g. 127.0.0.1:9100)"))?
+        )
+    ),
+    flag!(
+        "trusted-proxy",
+        "ADDR",
+        "a reverse proxy (address or network, e.g. 127.0.0.1 or 10.0.0.0/8) whose \
+         X-Forwarded-For/Forwarded name the client in logs (repeatable) [none]",
+        |c, v| c.config.trusted_proxies.add(v)?
     ),
     flag!(
         "stun",
@@ -172,9 +195,9 @@ pub(crate) const FLAGS: &[Flag] = &[
     ),
     flag!(
         "turn-ttl",
-        "SECS",
+        "DURATION",
         "lifetime of the credentials made with --turn-secret [86400]",
-        |c, v| c.config.ice.turn_ttl = Duration::from_secs(ttl(v)?)
+        |c, v| c.config.ice.turn_ttl = ttl(v)?
     ),
     flag!(
         "tls-cert",
@@ -224,9 +247,9 @@ pub(crate) const FLAGS: &[Flag] = &[
     ),
     flag!(
         "auth-leeway",
-        "SECS",
-        "clock skew allowed on token exp/nbf [30]",
-        |c, v| c.config.access.auth_leeway = Duration::from_secs(num(v)?)
+        "DURATION",
+        "clock skew allowed on token exp/nbf (whole seconds) [30]",
+        |c, v| c.config.access.auth_leeway = Duration::from_secs(secs(v)?.as_secs())
     ),
     flag!(
         "allowed-origin",
@@ -299,13 +322,13 @@ pub(crate) const FLAGS: &[Flag] = &[
     ),
     flag!(
         "idle-timeout",
-        "SECS",
+        "DURATION",
         "close a session silent this long with 4408 [60]",
         |c, v| c.config.limits.idle_timeout = secs(v)?
     ),
     flag!(
         "ping-interval",
-        "SECS",
+        "DURATION",
         "send a WebSocket ping this often, 0 = never; below --idle-timeout (without \
          this flag: at most half of it) [20]",
         |c, v| {
@@ -322,13 +345,13 @@ pub(crate) const FLAGS: &[Flag] = &[
     ),
     flag!(
         "write-timeout",
-        "SECS",
+        "DURATION",
         "a write blocked this long makes the peer a slow consumer [10]",
         |c, v| c.config.limits.write_timeout = secs(v)?
     ),
     flag!(
         "close-timeout",
-        "SECS",
+        "DURATION",
         "wait this long for the client's close reply [1]",
         |c, v| c.config.limits.close_timeout = secs(v)?
     ),
@@ -340,7 +363,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     ),
     flag!(
         "http-head-timeout",
-        "SECS",
+        "DURATION",
         "time to send a request head, and keep-alive idle time [10]",
         |c, v| c.config.limits.http_head_timeout = secs(v)?
     ),
@@ -390,12 +413,32 @@ pub(crate) const FLAGS: &[Flag] = &[
     ),
 ];
 
-fn ttl(v: &str) -> Result<u64, String> {
-    match num::<u64>(v)? {
-        n @ 1..=31_536_000 => Ok(n),
-        _ => Err(format!("{v:?} is not between 1 and 31536000 seconds")),
+/// `--turn-ttl`: whole seconds, 1 s to a year (credentials carry a Unix time).
+fn ttl(v: &str) -> Result<Duration, String> {
+    let d = duration::parse(v, Duration::from_secs(31_536_000))?;
+    if d.as_secs() == 0 {
+        return Err(format!("{v:?} is shorter than 1 second"));
     }
+    Ok(Duration::from_secs(d.as_secs()))
 }
+
+/// The repeatable flags, and how to forget the values the environment gave one when
+/// the command line names it (the command line replaces the list, it does not add).
+type Forget = fn(&mut Run);
+const REPEATABLE: &[(&str, Forget)] = &[
+    ("stun", |c| {
+        c.config.ice.servers.retain(|u| !u.starts_with("stun"))
+    }),
+    ("turn", |c| {
+        c.config.ice.servers.retain(|u| !u.starts_with("turn"))
+    }),
+    ("allowed-origin", |c| {
+        c.config.access.allowed_origins = Default::default()
+    }),
+    ("trusted-proxy", |c| {
+        c.config.trusted_proxies = Default::default()
+    }),
+];
 
 fn log_format(v: &str) -> Result<LogFormat, String> {
     match v.to_ascii_lowercase().as_str() {
@@ -438,7 +481,10 @@ pub fn help() -> String {
          Every flag can also be set in the environment: --max-room-peers 8 is\n\
          WEBRTC_SIGNALING_MAX_ROOM_PEERS=8 (repeatable flags take a comma-separated list,\n\
          a switch such as --admin takes 1 or 0).\n\
-         Flags on the command line win. Defaults in brackets.\n\nFLAGS:\n",
+         Flags on the command line win; a repeatable flag there replaces the environment's\n\
+         list. A DURATION is seconds (2.5) or has a unit: 500ms, 90s, 30m, 1h, 7d.\n\
+         SIGHUP re-reads the TLS certificate and key and the secret files.\n\
+         Defaults in brackets.\n\nFLAGS:\n",
     );
     for f in FLAGS {
         let left = format!("  --{} {}", f.name, f.value);
@@ -471,6 +517,7 @@ impl Cli {
         let mut run = Run::default();
         let mut check = false;
         apply_env(&mut run, &env, FLAGS.iter())?;
+        let mut replaced: Vec<&str> = Vec::new();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-h" | "--help" => return Ok(Cli::Help),
@@ -508,6 +555,12 @@ impl Cli {
                     )))
                 }
             };
+            if let Some((_, forget)) = REPEATABLE.iter().find(|(n, _)| *n == flag.name) {
+                if !replaced.contains(&flag.name) {
+                    forget(&mut run);
+                    replaced.push(flag.name);
+                }
+            }
             (flag.set)(&mut run, &value).map_err(|e| ConfigError(format!("--{name}: {e}")))?;
         }
         let limits = &mut run.config.limits;
@@ -533,7 +586,7 @@ pub(crate) fn apply_env<'a>(
     for f in flags {
         let name = env_name(f.name);
         if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
-            let repeatable = matches!(f.name, "stun" | "turn" | "allowed-origin");
+            let repeatable = REPEATABLE.iter().any(|(n, _)| *n == f.name);
             let values: Vec<&str> = if repeatable {
                 value.split(',').filter(|s| !s.trim().is_empty()).collect()
             } else {

@@ -225,3 +225,80 @@ fn a_short_idle_timeout_brings_the_ping_interval_under_it() {
     let c = parse(&["--idle-timeout", "5", "--ping-interval", "0"], &[]).unwrap();
     assert_eq!(c.config.limits.ping_interval, Duration::ZERO);
 }
+
+#[test]
+fn durations_take_units_in_every_flag() {
+    let c = parse(
+        &[
+            "--idle-timeout",
+            "2m",
+            "--ping-interval",
+            "500ms",
+            "--turn",
+            "turn:t",
+            "--turn-secret",
+            "s",
+            "--turn-ttl",
+            "1h",
+            "--auth-secret",
+            "k",
+            "--auth-leeway",
+            "1m",
+            "--http-head-timeout",
+            "1.5",
+        ],
+        &[("WEBRTC_SIGNALING_WRITE_TIMEOUT", "30s")],
+    )
+    .unwrap();
+    let l = &c.config.limits;
+    assert_eq!(l.idle_timeout, Duration::from_secs(120));
+    assert_eq!(l.ping_interval, Duration::from_millis(500));
+    assert_eq!(l.write_timeout, Duration::from_secs(30));
+    assert_eq!(l.http_head_timeout, Duration::from_millis(1500));
+    assert_eq!(c.config.ice.turn_ttl, Duration::from_secs(3600));
+    assert_eq!(c.config.access.auth_leeway, Duration::from_secs(60));
+    assert!(parse(&["--idle-timeout", "5 minutes"], &[]).is_err());
+    assert!(help().contains("A DURATION is seconds (2.5) or has a unit"));
+}
+
+#[test]
+fn a_repeatable_flag_on_the_command_line_replaces_the_environment_list() {
+    let env = [
+        (
+            "WEBRTC_SIGNALING_ALLOWED_ORIGIN",
+            "https://a.example,https://b.example",
+        ),
+        ("WEBRTC_SIGNALING_STUN", "stun:env:3478"),
+        ("WEBRTC_SIGNALING_TURN", "turn:env:3478"),
+        ("WEBRTC_SIGNALING_TURN_SECRET", "s"),
+        ("WEBRTC_SIGNALING_TRUSTED_PROXY", "10.0.0.1"),
+    ];
+    let c = parse(
+        &[
+            "--allowed-origin",
+            "https://c.example",
+            "--allowed-origin",
+            "https://d.example",
+            "--stun",
+            "stun:cli:3478",
+        ],
+        &env,
+    )
+    .unwrap();
+    let o = &c.config.access.allowed_origins;
+    assert!(o.lists("https://c.example") && o.lists("https://d.example"));
+    assert!(
+        !o.lists("https://a.example"),
+        "the environment's list is replaced"
+    );
+    // --stun replaced the environment's STUN servers only; its TURN servers stay.
+    assert_eq!(c.config.ice.servers, ["turn:env:3478", "stun:cli:3478"]);
+    let proxies = &c.config.trusted_proxies;
+    assert!(proxies.trusts("10.0.0.1".parse().unwrap()));
+    let c = parse(&["--trusted-proxy", "127.0.0.0/8"], &env).unwrap();
+    assert!(!c.config.trusted_proxies.trusts("10.0.0.1".parse().unwrap()));
+    assert!(c
+        .config
+        .trusted_proxies
+        .trusts("127.0.0.2".parse().unwrap()));
+}

@@ -15,7 +15,7 @@ use super::session;
 use super::transport::{Stream, TlsConfig};
 use crate::http::head::{self, Head, HeadError};
 use crate::http::response::{self, Resp};
-use crate::http::{self, Action};
+use crate::http::{self, Action, Side};
 use crate::query;
 
 /// Why no request head came.
@@ -77,7 +77,13 @@ fn write_response(stream: &mut Stream, resp: Resp, head_only: bool, close: bool)
 
 /// Serves one accepted connection: requests (with keep-alive) until the client closes
 /// or upgrades to a signaling session.
-pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, ctx: &Arc<Context>) {
+pub fn serve(
+    tcp: TcpStream,
+    tls: Option<&TlsConfig>,
+    peer: SocketAddr,
+    ctx: &Arc<Context>,
+    side: Side,
+) {
     let limits = &ctx.limits;
     // A client that does not read its response cannot hold the thread either.
     let _ = tcp.set_write_timeout(Some(limits.write_timeout.max(Duration::from_millis(1))));
@@ -102,7 +108,7 @@ pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, ctx: &
     let mut stream = match Stream::new(tcp, tls) {
         Ok(s) => s,
         Err(e) => {
-            warn!("cannot start TLS for {remote}: {e}");
+            warn!("cannot start TLS for {peer}: {e}");
             return;
         }
     };
@@ -135,9 +141,14 @@ pub fn serve(tcp: TcpStream, tls: Option<&TlsConfig>, remote: SocketAddr, ctx: &
                 return;
             }
         };
+        // Behind a --trusted-proxy, the client is who its forwarding headers say.
+        let remote = ctx.proxies.client(
+            peer,
+            head.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        );
         debug!("{remote} {} {}", head.method, query::redact(&head.target));
         let head_only = head.method == "HEAD";
-        match http::handle(&head, ctx.as_ref(), remote) {
+        match http::handle(&head, ctx.as_ref(), remote, side) {
             Action::Respond(resp) => {
                 let keep = head.keep_alive() && resp.status < 500;
                 if write_response(&mut stream, resp, head_only, !keep).is_err() || !keep {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::router::RouterHandle;
+use super::swap::Swap;
 use crate::access::Access;
 use crate::config::Limits;
 use crate::core::router::{Command, Reply};
@@ -13,14 +14,19 @@ use crate::hooks::Hooks;
 use crate::http::{Backend, Health};
 use crate::ice::Ice;
 use crate::metrics::Metrics;
+use crate::proxy::TrustedProxies;
 
 /// How long a REST request waits for the router before answering 503.
 const ROUTER_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Context {
     pub limits: Limits,
-    pub access: Access,
-    pub ice: Ice,
+    /// Replaced by a reload (new token keys); read once per request.
+    pub access: Swap<Arc<Access>>,
+    /// Replaced by a reload (a new TURN secret); read once per request.
+    pub ice: Swap<Arc<Ice>>,
+    /// `--trusted-proxy`: whose forwarding headers name the client.
+    pub proxies: TrustedProxies,
     pub router: RouterHandle,
     /// The `/metrics` series; the router holds the same instance.
     pub metrics: Arc<Metrics>,
@@ -48,8 +54,9 @@ impl Context {
     ) -> Self {
         Context {
             limits,
-            access,
-            ice,
+            access: Swap::new(Arc::new(access)),
+            ice: Swap::new(Arc::new(ice)),
+            proxies: TrustedProxies::default(),
             router,
             metrics,
             hooks,
@@ -133,12 +140,12 @@ impl Backend for Context {
         self.router.ask(cmd, None, Some(ROUTER_WAIT))
     }
 
-    fn access(&self) -> &Access {
-        &self.access
+    fn access(&self) -> Arc<Access> {
+        self.access.get()
     }
 
-    fn ice(&self) -> &Ice {
-        &self.ice
+    fn ice(&self) -> Arc<Ice> {
+        self.ice.get()
     }
 
     fn metrics(&self) -> &Metrics {

@@ -1,8 +1,8 @@
 //! The threads and sockets around the pure core: the router thread ([`router`]), a
 //! connection's HTTP phase ([`conn`]) and its session ([`session`]), the bytes under
 //! both ([`transport`]), how a parked session thread is woken ([`wake`]), what all
-//! of them share ([`context`]), and the bridge to Redis for a cluster ([`bridge`],
-//! [`scripts`]).
+//! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]), and
+//! the bridge to Redis for a cluster ([`bridge`], [`inbox`], [`scripts`]).
 
 pub mod bridge;
 pub mod conn;
@@ -11,5 +11,6 @@ pub mod inbox;
 pub mod router;
 pub mod scripts;
 pub mod session;
+pub mod swap;
 pub mod transport;
 pub mod wake;

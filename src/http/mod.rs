@@ -4,12 +4,15 @@
 //! session. The connection thread (`crate::driver::conn`) does the reading and
 //! writing; nothing here touches a socket.
 
+pub mod cors;
 pub mod head;
+pub mod ops;
 pub mod response;
 mod rest;
 pub mod route;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::access::Access;
 use crate::core::admission::{self, Admitted, Refusal};
@@ -18,11 +21,28 @@ use crate::ice::Ice;
 use crate::metrics::Metrics;
 use crate::query;
 use head::Head;
+pub use ops::Side;
 use response::Resp;
 use route::Route;
 
 const CLIENT_HTML: &str = include_str!("../../static/client.html");
-const SIGNALING_JS: &str = include_str!("../../static/signaling.js");
+/// The classic script; the ES module is the same text with an `export` line after it
+/// (static/signaling.js says how it behaves as either).
+macro_rules! signaling_js {
+    () => {
+        include_str!("../../static/signaling.js")
+    };
+}
+const SIGNALING_JS: &str = signaling_js!();
+const SIGNALING_MJS: &str = concat!(
+    "// ES module build of signaling.js (the same source, served with an export line).\n",
+    "const module = { exports: {}, url: import.meta.url };\n",
+    signaling_js!(),
+    "\nexport const { WebRTCSignalingClient, WebRTCPeerMesh } = module.exports;\n",
+    "export default module.exports;\n"
+);
+const SIGNALING_DTS: &str = include_str!("../../static/signaling.d.ts");
+const PACKAGE_JSON: &str = include_str!("../../static/package.json");
 
 /// Whether the server takes work (`/healthz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +59,9 @@ pub enum Health {
 pub trait Backend {
     /// Asks the router; `None` if it does not answer in time.
     fn ask(&self, cmd: Command) -> Option<Reply>;
-    fn access(&self) -> &Access;
-    fn ice(&self) -> &Ice;
+    /// The access rules in force now (a reload may replace them).
+    fn access(&self) -> Arc<Access>;
+    fn ice(&self) -> Arc<Ice>;
     fn metrics(&self) -> &Metrics;
     fn health(&self) -> Health;
 }
@@ -56,19 +77,42 @@ pub enum Action {
     },
 }
 
-/// Decides the answer to one request.
-pub fn handle(head: &Head, ctx: &dyn Backend, remote: SocketAddr) -> Action {
+/// Decides the answer to one request that came in on `side`.
+pub fn handle(head: &Head, ctx: &dyn Backend, remote: SocketAddr, side: Side) -> Action {
     let (path, query) = query::split_target(&head.target);
     let route = route::route(&head.method, path);
+    let access = ctx.access();
+    if head.method == "OPTIONS" {
+        let get = route::route("GET", path);
+        let allow = match route {
+            Route::MethodNotAllowed(allow) if ops::serves(side, &get) => Some(allow),
+            _ => None,
+        };
+        return Action::Respond(cors::options(head, allow, &get, &access));
+    }
+    if !ops::serves(side, &route) {
+        return Action::Respond(response::not_found());
+    }
     if let Route::Signaling { room, peer } = route {
         return upgrade(head, ctx, room, peer, query);
     }
+    let resp = answer(head, ctx, remote, route, query);
+    Action::Respond(cors::decorate(resp, &route, head, &access))
+}
+
+fn answer(
+    head: &Head,
+    ctx: &dyn Backend,
+    remote: SocketAddr,
+    route: Route<'_>,
+    query: Option<&str>,
+) -> Resp {
     if route::is_room_listing(&route) {
         if let Err(resp) = rest::admin_token(head, ctx, remote) {
-            return Action::Respond(resp);
+            return resp;
         }
     }
-    Action::Respond(match route {
+    match route {
         Route::Root => Resp::new(302, "text/plain; charset=utf-8", "see /webrtc/client\n")
             .with("Location", "/webrtc/client"),
         Route::Healthz => match ctx.health() {
@@ -89,6 +133,15 @@ pub fn handle(head: &Head, ctx: &dyn Backend, remote: SocketAddr) -> Action {
             .with("Cache-Control", "no-cache"),
         Route::ClientJs => Resp::new(200, "text/javascript; charset=utf-8", SIGNALING_JS)
             .with("Cache-Control", "no-cache"),
+        Route::ClientModule => Resp::new(200, "text/javascript; charset=utf-8", SIGNALING_MJS)
+            .with("Cache-Control", "no-cache"),
+        Route::ClientTypes => {
+            Resp::new(200, "application/typescript; charset=utf-8", SIGNALING_DTS)
+                .with("Cache-Control", "no-cache")
+        }
+        Route::ClientPackage => {
+            Resp::new(200, "application/json", PACKAGE_JSON).with("Cache-Control", "no-cache")
+        }
         Route::IceServers => rest::ice_servers(head, ctx, query),
         Route::Metrics => Resp::new(200, crate::metrics::CONTENT_TYPE, ctx.metrics().encode())
             .with("Cache-Control", "no-store"),
@@ -100,7 +153,7 @@ pub fn handle(head: &Head, ctx: &dyn Backend, remote: SocketAddr) -> Action {
         Route::KickPeer(room, peer) => rest::kick(ctx, remote, room, Some(peer)),
         Route::MethodNotAllowed(allow) => response::method_not_allowed(allow),
         Route::NotFound | Route::Signaling { .. } => response::not_found(),
-    })
+    }
 }
 
 fn upgrade(head: &Head, ctx: &dyn Backend, room: &str, peer: &str, query: Option<&str>) -> Action {
@@ -135,7 +188,7 @@ fn upgrade(head: &Head, ctx: &dyn Backend, room: &str, peer: &str, query: Option
                     origin: head.header("origin"),
                     host: head.header("host"),
                 },
-                ctx.access(),
+                &ctx.access(),
             ),
         },
         _ => Action::Respond(Resp::error(

@@ -18,7 +18,8 @@ use crate::query;
 /// With auth on, the room listings and admin actions need `Authorization: Bearer` with
 /// an admin token: 401 without a valid token, 403 with a valid one that is not admin.
 pub fn admin_token(head: &Head, ctx: &dyn Backend, remote: SocketAddr) -> Result<(), Resp> {
-    let Some(verifier) = &ctx.access().verifier else {
+    let access = ctx.access();
+    let Some(verifier) = &access.verifier else {
         return Ok(());
     };
     let token = access::bearer(head.header("authorization"));
@@ -49,7 +50,8 @@ fn auth_failure(e: AuthError) -> Resp {
 /// start, or with a TURN secret, that body with credentials minted for this request
 /// (user part: `?peer=` if valid).
 pub fn ice_servers(head: &Head, ctx: &dyn Backend, query: Option<&str>) -> Resp {
-    if let Some(verifier) = &ctx.access().verifier {
+    let access = ctx.access();
+    if let Some(verifier) = &access.verifier {
         let from_query = query::param(query, "token");
         let token = access::bearer(head.header("authorization")).or(from_query.as_deref());
         let checked = match token {
@@ -60,18 +62,13 @@ pub fn ice_servers(head: &Head, ctx: &dyn Backend, query: Option<&str>) -> Resp 
             return auth_failure(e);
         }
     }
-    let Some(secret) = &ctx.ice().turn_secret else {
-        return Resp::new(200, JSON, ctx.ice().static_json.as_bytes().to_vec());
+    let ice = ctx.ice();
+    let Some(secret) = &ice.turn_secret else {
+        return Resp::new(200, JSON, ice.static_json.as_bytes().to_vec());
     };
     let now = access::now_secs();
     let user = ice::user_from_query(query).unwrap_or_else(ice::random_user);
-    let body = ice::with_turn_credentials(
-        &ctx.ice().static_json,
-        secret,
-        ctx.ice().turn_ttl,
-        now,
-        &user,
-    );
+    let body = ice::with_turn_credentials(&ice.static_json, secret, ice.turn_ttl, now, &user);
     // Credentials are per client: no cache may hand them to someone else.
     Resp::new(200, JSON, body).with("Cache-Control", "no-store")
 }

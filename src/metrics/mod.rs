@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::protocol::{CloseReason, ErrorCode, RelayKind};
@@ -280,7 +281,36 @@ impl Metrics {
             "Capacity of each session's outbound queue (--peer-queue)",
             capacity,
         );
+        r.register(
+            "build",
+            "The running build: version, cargo features, target (always 1)",
+            Info::new(build_labels()),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// [`Metrics::new`], plus the configured `--max-connections` and
+    /// `--max-room-peers` as gauges (so dashboards can show use against the limit).
+    pub fn with_limits(peer_queue: usize, max_sessions: usize, max_room_peers: usize) -> Self {
+        let mut m = Metrics::new(peer_queue);
+        let r = m.registry.sub_registry_with_prefix("webrtc_signaling");
+        for (name, help, value) in [
+            (
+                "sessions_limit",
+                "Signaling sessions allowed at once (--max-connections)",
+                max_sessions,
+            ),
+            (
+                "room_peers_limit",
+                "Peers allowed per room (--max-room-peers)",
+                max_room_peers,
+            ),
+        ] {
+            let g: Gauge = Gauge::default();
+            g.set(i64::try_from(value).unwrap_or(i64::MAX));
+            r.register(name, help, g);
+        }
+        m
     }
 
     /// The whole exposition.
@@ -386,6 +416,16 @@ impl Metrics {
     }
 }
 
+/// The labels of `webrtc_signaling_build_info`.
+fn build_labels() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("features", if cfg!(feature = "tls") { "tls" } else { "" }),
+        ("arch", std::env::consts::ARCH),
+        ("os", std::env::consts::OS),
+    ]
+}
+
 /// The conventional `process_*` series, read from `/proc/self` at each scrape.
 #[cfg(target_os = "linux")]
 mod process;
@@ -465,6 +505,11 @@ mod tests {
             "# TYPE process_threads gauge",
             "# TYPE process_open_fds gauge",
             "# TYPE process_start_time_seconds gauge",
+            &format!(
+                "webrtc_signaling_build_info{{version=\"{}\",features=\"tls\",arch=\"{}\",os=\"linux\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::ARCH
+            ),
         ] {
             assert!(
                 text.lines().any(|l| l == line),

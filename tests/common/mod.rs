@@ -782,6 +782,33 @@ impl Process {
         }
     }
 
+    /// As [`Process::spawn`], for a command built by the test (flags, environment,
+    /// descriptors of its own); its stderr is taken here.
+    pub fn from_command(mut cmd: std::process::Command) -> Process {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the command");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
     /// The first stderr line (seen before or arriving within the deadline) that
     /// `matches`; `what` names it in the failure message.
     pub fn wait_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
