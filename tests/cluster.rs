@@ -4,6 +4,8 @@
 //! through another instance, an instance killed with SIGKILL, and a Redis outage.
 
 mod common;
+#[path = "support/proxies.rs"]
+mod proxies;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -295,4 +297,74 @@ fn a_redis_outage_refuses_new_sessions_and_loses_nothing_silently() {
     a.expect_silence(Duration::from_millis(200));
     let _d = Client::join_expect(y, "room", "d", &["a", "b", "c"]);
     a.expect_json(joined("d"));
+}
+
+/// The nginx load balancer of docs/scaling.md, as written (only addresses and the
+/// port are the test's), in front of two instances: sessions land on both, and the
+/// peers meet as if on one server.
+#[test]
+fn the_documented_load_balancer_spreads_one_room_over_two_instances() {
+    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        if std::env::var("WEBRTC_SIGNALING_REQUIRE_PROXIES").as_deref() == Ok("1") {
+            panic!("nginx is not installed (WEBRTC_SIGNALING_REQUIRE_PROXIES=1)");
+        }
+        println!("SKIPPED the load balancer test: nginx is not installed (apt-get install nginx-light)");
+        return;
+    };
+    let redis = redis_or_skip!("the_documented_load_balancer_spreads_one_room_over_two_instances");
+    let (one, two) = (instance(&redis, |_| {}), instance(&redis, |_| {}));
+    wait_health(one.local_addr(), 200);
+    wait_health(two.local_addr(), 200);
+    let doc = include_str!("../docs/scaling.md");
+    let start = doc.find("```nginx\n").expect("an nginx block") + "```nginx\n".len();
+    let block = &doc[start..start + doc[start..].find("```").unwrap()];
+    let port = proxies::free_port();
+    let site = block
+        .replace("10.0.0.11:8000", &one.local_addr().to_string())
+        .replace("10.0.0.12:8000", &two.local_addr().to_string())
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let dir = proxies::Dir::new("lb");
+    let site = dir.file("site.conf", &site);
+    let d = dir.0.display();
+    let conf = dir.file(
+        "nginx.conf",
+        &format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+             include {site};\n}}\n"
+        ),
+    );
+    let child = std::process::Command::new(&nginx)
+        .args(["-c", &conf, "-p", &dir.0.to_string_lossy()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let mut lb = proxies::Proxy(child, dir.0.join("error.log"));
+    proxies::wait_listening(&mut lb, port);
+    let lb_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut peers = Vec::new();
+    let names = ["p0", "p1", "p2", "p3"];
+    for (i, name) in names.iter().enumerate() {
+        let c = Client::join_expect(lb_addr, "lb", name, &names[..i]);
+        peers.push(c);
+        for earlier in peers.iter_mut().take(i) {
+            earlier.expect_json(joined(name));
+        }
+    }
+    // Round robin put two sessions on each instance.
+    for addr in [one.local_addr(), two.local_addr()] {
+        let m = String::from_utf8(get(addr, "/metrics").body).unwrap();
+        assert!(m.contains("webrtc_signaling_sessions_active 2"), "{addr}: {m}");
+    }
+    peers[0].send_json(&candidate("p1", 1));
+    peers[1].expect_json(relayed_candidate("p1", 1, "p0"));
+    peers[3].send_json(&candidate("p2", 2));
+    peers[2].expect_json(relayed_candidate("p2", 2, "p3"));
 }
