@@ -312,7 +312,9 @@ fn the_documented_load_balancer_spreads_one_room_over_two_instances() {
         if std::env::var("WEBRTC_SIGNALING_REQUIRE_PROXIES").as_deref() == Ok("1") {
             panic!("nginx is not installed (WEBRTC_SIGNALING_REQUIRE_PROXIES=1)");
         }
-        println!("SKIPPED the load balancer test: nginx is not installed (apt-get install nginx-light)");
+        println!(
+            "SKIPPED the load balancer test: nginx is not installed (apt-get install nginx-light)"
+        );
         return;
     };
     let redis = redis_or_skip!("the_documented_load_balancer_spreads_one_room_over_two_instances");
@@ -361,7 +363,10 @@ fn the_documented_load_balancer_spreads_one_room_over_two_instances() {
     // Round robin put two sessions on each instance.
     for addr in [one.local_addr(), two.local_addr()] {
         let m = String::from_utf8(get(addr, "/metrics").body).unwrap();
-        assert!(m.contains("webrtc_signaling_sessions_active 2"), "{addr}: {m}");
+        assert!(
+            m.contains("webrtc_signaling_sessions_active 2"),
+            "{addr}: {m}"
+        );
     }
     peers[0].send_json(&candidate("p1", 1));
     peers[1].expect_json(relayed_candidate("p1", 1, "p0"));
