@@ -187,7 +187,11 @@ fn session_message(c: &mut Criterion) {
         .write(&mut Sink(&mut frame), Message::text(CANDIDATE))
         .expect("frame");
     client.flush(&mut Sink(&mut frame)).expect("frame");
-    let relayed: Text = Text::relayed(CANDIDATE.replace("}", ",\"from_peer_id\":\"p9\"}"), Instant::now(), 9);
+    let relayed: Text = Text::relayed(
+        CANDIDATE.replace("}", ",\"from_peer_id\":\"p9\"}"),
+        Instant::now(),
+        9,
+    );
     c.bench_function("core_session_read_relay_and_write_one", |b| {
         b.iter(|| {
             let now = Instant::now();

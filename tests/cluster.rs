@@ -86,6 +86,28 @@ fn two_instances_are_one_service() {
     // Ids are unique cluster-wide.
     expect_refused(y, "room", "a", 4409, "peer_id_taken");
     expect_refused(x, "room", "b", 4409, "peer_id_taken");
+    // The cluster's series: Redis up, two instances, one relay out of each side.
+    for addr in [x, y] {
+        // The instance count is read at each heartbeat (a sixth of the TTL).
+        let deadline = Instant::now() + DEADLINE;
+        let m = loop {
+            let m = String::from_utf8(get(addr, "/metrics").body).unwrap();
+            if m.lines()
+                .any(|l| l == "webrtc_signaling_cluster_instances 2")
+            {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "{addr}: never 2 instances:\n{m}");
+            std::thread::yield_now();
+        };
+        for line in [
+            "webrtc_signaling_redis_up 1",
+            "webrtc_signaling_cross_instance_relays_sent_total 1",
+            "webrtc_signaling_cross_instance_relays_received_total 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{addr}: no {line:?} in\n{m}");
+        }
+    }
     // A leave is one peer_left everywhere, in order after what the leaver sent.
     b.send_json(&candidate("a", 4));
     b.close(1000);
@@ -271,6 +293,12 @@ fn a_redis_outage_refuses_new_sessions_and_loses_nothing_silently() {
     a.expect_json(joined("b"));
     a.expect_json(joined("c"));
     b.expect_json(joined("c"));
+    let mut g = Client::join_expect(x, "other", "g", &[]);
+    let mut h = Client::join_expect(y, "other", "h", &["g"]);
+    let i = Client::join_expect(x, "other", "i", &["g", "h"]);
+    g.expect_json(joined("h"));
+    g.expect_json(joined("i"));
+    h.expect_json(joined("i"));
     redis.stop();
     wait_health(x, 503);
     wait_health(y, 503);
@@ -280,6 +308,11 @@ fn a_redis_outage_refuses_new_sessions_and_loses_nothing_silently() {
     a.send_json(&candidate("c", 2));
     a.expect_error("peer_unreachable");
     expect_refused(x, "room", "d", 1013, "try_again_later");
+    // A session that ends meanwhile leaves at once for its own instance's peers; the
+    // other instance hears of it once Redis is back.
+    i.close(1000);
+    g.expect_json(left("i"));
+    h.expect_silence(Duration::from_millis(200));
     redis.restart();
     wait_health(x, 200);
     wait_health(y, 200);
@@ -290,6 +323,7 @@ fn a_redis_outage_refuses_new_sessions_and_loses_nothing_silently() {
             json!({"room_id": "room", "peers": ["a", "b", "c"]})
         );
     }
+    h.expect_json(left("i"));
     a.send_json(&candidate("c", 3));
     c.expect_json(relayed_candidate("c", 3, "a"));
     c.send_json(&candidate("b", 4));

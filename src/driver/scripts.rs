@@ -57,7 +57,8 @@ return {'joined', tostring(seq)}
 ";
 
 /// ARGV: maxlen, me, room, peer, seq. Drops the claim if it is still this
-/// instance's (a resume elsewhere may have moved it). Returns 1 if dropped.
+/// instance's (a resume elsewhere may have moved it) and announces the leave; an
+/// unknown claim (Redis restarted) is announced too. Returns 1, 2, or 0 (moved).
 const LEAVE: &str = r"
 local me, room, peer, seq = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local rec = redis.call('HMGET', P .. 'peer:' .. room .. ':' .. peer, 'inst', 'seq')
@@ -66,6 +67,12 @@ if rec[1] == me and rec[2] == seq then
   drop(room, peer)
   fanout({'t', 'l', 'r', room, 'p', peer, 's', seq})
   return 1
+end
+if not rec[1] then
+  -- A Redis restarted during an outage no longer knows it, but other instances may:
+  -- the leave is announced all the same (applying it twice changes nothing).
+  fanout({'t', 'l', 'r', room, 'p', peer, 's', seq})
+  return 2
 end
 return 0
 ";
