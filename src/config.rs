@@ -331,6 +331,9 @@ impl Config {
             if self.cluster.ttl < Duration::from_secs(1) {
                 return err("--cluster-ttl must be at least 1 second");
             }
+            if !cfg!(feature = "cluster") {
+                return err("this build has no --redis support (cargo feature `cluster`)");
+            }
         }
         self.access.verifier().map_err(ConfigError)?;
         Ok(())

@@ -3,6 +3,8 @@
 //! load, cluster-wide ids and room limits, REST and kicks from any instance, resume
 //! through another instance, an instance killed with SIGKILL, and a Redis outage.
 
+#![cfg(feature = "cluster")]
+
 mod common;
 #[path = "support/proxies.rs"]
 mod proxies;

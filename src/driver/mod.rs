@@ -4,11 +4,17 @@
 //! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]), and
 //! the bridge to Redis for a cluster ([`bridge`], [`inbox`], [`scripts`]).
 
+#[cfg(feature = "cluster")]
+pub mod bridge;
+#[cfg(not(feature = "cluster"))]
+#[path = "no_bridge.rs"]
 pub mod bridge;
 pub mod conn;
 pub mod context;
+#[cfg(feature = "cluster")]
 pub mod inbox;
 pub mod router;
+#[cfg(feature = "cluster")]
 pub mod scripts;
 pub mod session;
 pub mod swap;

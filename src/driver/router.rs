@@ -181,6 +181,7 @@ impl RouterHandle {
     }
 }
 
+#[cfg(feature = "cluster")]
 impl RouterHandle {
     /// Sends an event of the Redis bridge (waits while the queue is full).
     pub fn cluster(&self, event: ClusterEvent) -> Result<(), Gone> {
