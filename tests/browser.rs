@@ -8,8 +8,8 @@
 //! namespace holding only a loopback interface
 //! (`unshare -n -- sh -c 'ip link set lo up && exec "$0" "$@"' <exe> <test> --exact`);
 //! the server (Server::start on 127.0.0.1:0) and Chromium run in there.
-//! Scenarios (a)-(h) are shared with Firefox (tests/browser/scenarios.rs,
-//! run by tests/firefox.rs); (i) is Chromium's own.
+//! The scenarios but (i) are shared with Firefox (tests/browser/scenarios.rs,
+//! also run by tests/firefox.rs).
 //!
 //! Skips (prints why, passes) when Chromium or `unshare -n` is missing,
 //! unless WEBRTC_SIGNALING_REQUIRE_BROWSER=1 (then a skip is a failure).

@@ -609,9 +609,10 @@ pub enum Net {
     Loopback,
     /// Loopback, and a default route through a veth pair whose both ends are
     /// in the namespace (192.0.2.1, a documentation address; the gateway
-    /// 192.0.2.2 does not exist, so nothing goes anywhere). Firefox gathers
-    /// no host candidate for a page that is not capturing when there is no
-    /// default route, and never offers loopback ones.
+    /// 192.0.2.2 does not exist, so nothing goes anywhere; no IPv6 link-local
+    /// addresses, which nothing would use). Firefox gathers no host
+    /// candidate for a page that is not capturing when there is no default
+    /// route, and by default offers no loopback ones.
     VethDefaultRoute,
 }
 
