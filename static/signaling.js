@@ -532,49 +532,51 @@
     if (typeof peerId !== 'string' || peerId === '' || peerId === this.client.peerId) return null;
     var existing = this.peers.get(peerId);
     if (existing) return existing;
-    var self = this;
-    var pc = new RTCPeerConnection(this.rtcConfig);
     var p = {
       id: peerId,
-      pc: pc,
+      pc: null,
       polite: byteOrderLess(this.client.peerId, peerId),
       makingOffer: false,
       ignoreOffer: false,
       settingRemoteAnswer: false,
       pendingCandidates: [],
-      streamSet: new WeakSet(), // senders already associated with _sendStream
+      streamSet: null, // senders already associated with _sendStream
+      fallbackStream: null,
       queue: Promise.resolve(),
       closed: false
     };
     this.peers.set(peerId, p);
     this._log('new connection with ' + peerId + ' (' + (p.polite ? 'polite' : 'impolite') + ')');
+    this._connect(p);
+    this._emit('peer', peerId);
+    return p;
+  };
+
+  /**
+   * Gives p a new RTCPeerConnection (sending the local media, if any). The
+   * events of a connection that is no longer p's are ignored.
+   */
+  WebRTCPeerMesh.prototype._connect = function (p) {
+    var self = this;
+    var peerId = p.id;
+    var pc = new RTCPeerConnection(this.rtcConfig);
+    p.pc = pc;
+    p.makingOffer = false;
+    p.offerAnswered = false; // an offer of this connection has been answered
+    p.streamSet = new WeakSet();
+    p.fallbackStream = null;
+    function current() { return !p.closed && p.pc === pc; }
 
     pc.onnegotiationneeded = function () {
-      if (p.closed) return;
-      p.makingOffer = true;
-      pc.setLocalDescription()
-        .then(function () {
-          if (p.closed) return;
-          var d = pc.localDescription;
-          if (d && d.type === 'offer') {
-            self._log('sending offer to ' + peerId);
-            self.client.sendOffer(peerId, d);
-          }
-        })
-        .catch(function (e) {
-          self._fail(p, 'creating an offer', e);
-        })
-        .then(function () {
-          p.makingOffer = false;
-        });
+      self._offer(p, pc);
     };
     pc.onicecandidate = function (event) {
       // End of candidates (null) is not sent: some clients cannot take it.
-      if (p.closed || !event.candidate) return;
+      if (!current() || !event.candidate) return;
       self.client.sendIceCandidate(peerId, event.candidate);
     };
     pc.ontrack = function (event) {
-      if (p.closed) return;
+      if (!current()) return;
       var stream = event.streams && event.streams[0];
       if (!stream) {
         stream = p.fallbackStream || (p.fallbackStream = new MediaStream());
@@ -584,7 +586,7 @@
       self._emit('track', peerId, event.track, stream);
     };
     pc.onconnectionstatechange = function () {
-      if (p.closed) return;
+      if (!current()) return;
       var state = pc.connectionState;
       self._log('connection with ' + peerId + ': ' + state);
       if (state === 'failed' && typeof pc.restartIce === 'function') {
@@ -594,9 +596,31 @@
       self._emit('state', peerId, state);
     };
 
-    this._emit('peer', peerId);
     if (this.localStream) this._attach(p, this.localStream);
-    return p;
+    return pc;
+  };
+
+  /** Makes and sends an offer on pc (if it is still p's). */
+  WebRTCPeerMesh.prototype._offer = function (p, pc) {
+    var self = this;
+    function current() { return !p.closed && p.pc === pc; }
+    if (!current()) return;
+    p.makingOffer = true;
+    pc.setLocalDescription()
+      .then(function () {
+        if (!current()) return;
+        var d = pc.localDescription;
+        if (d && d.type === 'offer') {
+          self._log('sending offer to ' + p.id);
+          self.client.sendOffer(p.id, d);
+        }
+      })
+      .catch(function (e) {
+        if (current()) self._fail(p, 'creating an offer', e);
+      })
+      .then(function () {
+        if (p.pc === pc) p.makingOffer = false;
+      });
   };
 
   WebRTCPeerMesh.prototype._fail = function (p, what, e) {
@@ -635,24 +659,52 @@
       this._log('offer collision with ' + p.id + ': ignoring their offer (we are impolite)');
       return undefined;
     }
-    if (collision) this._log('offer collision with ' + p.id + ': rolling back ours (we are polite)');
+    if (collision && !pc.currentLocalDescription && !pc.currentRemoteDescription) {
+      // Both sides offer at once whenever a peer joins a room where both
+      // have media. Chromium (seen in 156) mishandles the rollback of the
+      // first offer a connection makes: at times the answer that follows
+      // gets no ICE candidate (no call at all), or the tracks received
+      // afterwards stay muted (no picture, although the packets arrive).
+      // Before a first negotiation there is nothing to keep: start over
+      // with a new connection, which answers.
+      this._log('offer collision with ' + p.id + ' before the first negotiation: answering on a new connection (we are polite)');
+      var old = pc;
+      pc = this._connect(p);
+      old.close();
+    } else if (collision) {
+      this._log('offer collision with ' + p.id + ': rolling back ours (we are polite)');
+    }
     this._log('received ' + description.type + ' from ' + p.id);
     p.settingRemoteAnswer = description.type === 'answer';
+    // Called in this task, before the negotiationneeded event that the
+    // tracks of a new connection queue: the offer is taken up first and
+    // they go out in the answer.
     return pc
       .setRemoteDescription({ type: description.type, sdp: description.sdp })
       .then(
-        function () { p.settingRemoteAnswer = false; },
+        function () {
+          p.settingRemoteAnswer = false;
+          if (description.type === 'answer' && p.pc === pc) p.offerAnswered = true;
+        },
         function (e) { p.settingRemoteAnswer = false; throw e; }
       )
       .then(function () {
         return self._flushCandidates(p);
       })
       .then(function () {
-        if (description.type !== 'offer' || p.closed) return undefined;
+        if (description.type !== 'offer' || p.closed || p.pc !== pc) return undefined;
         return pc.setLocalDescription().then(function () {
-          if (p.closed) return;
+          if (p.closed || p.pc !== pc) return;
           self._log('sending answer to ' + p.id);
           self.client.sendAnswer(p.id, pc.localDescription);
+          if (p.polite && !p.offerAnswered) {
+            // The rollback of a connection's first offer is what Chromium
+            // mishandles (see above), and only the polite side rolls back:
+            // make that first offer now, just after answering, when the
+            // other side is least likely to be offering too.
+            self._log('sending a first offer of our own to ' + p.id);
+            self._offer(p, pc);
+          }
         });
       });
   };
@@ -669,20 +721,54 @@
 
   WebRTCPeerMesh.prototype._addCandidate = function (p, candidate) {
     var self = this;
+    if (isStaleCandidate(p.pc, candidate)) {
+      this._log('dropping a candidate from ' + p.id + ' of another ICE session (ufrag ' + candidate.usernameFragment + ')');
+      return Promise.resolve();
+    }
     return p.pc.addIceCandidate(candidate).catch(function (e) {
       if (!p.ignoreOffer) self._fail(p, 'adding a candidate', e);
     });
   };
 
   WebRTCPeerMesh.prototype._flushCandidates = function (p) {
+    var pc = p.pc;
     var list = p.pendingCandidates;
     p.pendingCandidates = [];
     var self = this;
-    if (list.length) this._log('applying ' + list.length + ' early candidate(s) from ' + p.id);
-    return list.reduce(function (chain, c) {
+    // Early candidates of an offer we ignored (offer collision, we are
+    // impolite) wait here too; the answer that follows has other ICE
+    // credentials, and Firefox refuses them ("Unknown ufrag").
+    var fresh = list.filter(function (c) { return !isStaleCandidate(pc, c); });
+    if (fresh.length < list.length) {
+      this._log('dropping ' + (list.length - fresh.length) + ' early candidate(s) from ' + p.id + ' of another ICE session');
+    }
+    if (fresh.length) this._log('applying ' + fresh.length + ' early candidate(s) from ' + p.id);
+    return fresh.reduce(function (chain, c) {
       return chain.then(function () { return self._addCandidate(p, c); });
     }, Promise.resolve());
   };
+
+  /** The ICE user fragments (a=ice-ufrag) of the remote description. */
+  function remoteUfrags(pc) {
+    var d = pc.remoteDescription;
+    if (!d || typeof d.sdp !== 'string') return [];
+    return d.sdp.split(/\r?\n/).filter(function (line) {
+      return line.indexOf('a=ice-ufrag:') === 0;
+    }).map(function (line) {
+      return line.slice('a=ice-ufrag:'.length).trim();
+    });
+  }
+
+  /**
+   * Whether a candidate names an ICE session the remote description does not
+   * have (candidates without usernameFragment are taken as current).
+   */
+  function isStaleCandidate(pc, candidate) {
+    var ufrag = candidate.usernameFragment;
+    if (typeof ufrag !== 'string' || ufrag === '') return false;
+    var current = remoteUfrags(pc);
+    return current.length > 0 && current.indexOf(ufrag) < 0;
+  }
 
   /**
    * Sends the tracks of `stream` to every peer (null: stop sending). The same

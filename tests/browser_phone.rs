@@ -6,9 +6,15 @@
 //! WEBRTC_SIGNALING_PHONE_SCREENSHOT=<path> saves the phone screenshot there (else
 //! target/phone-screenshot.png).
 
+#[path = "browser/bidi.rs"]
+#[allow(dead_code)]
+mod bidi;
 #[path = "browser/cdp.rs"]
 #[allow(dead_code)] // the helpers tests/browser.rs uses and this file does not
 mod cdp;
+#[path = "browser/common.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "browser/phone_harness.rs"]
 mod harness;
 #[path = "support/proxies.rs"]

@@ -7,16 +7,18 @@
 //! Events that arrive while waiting for a command's answer are kept, per
 //! session, until a test asks for them.
 
-use std::cell::RefCell;
-use std::io::Read;
+use std::cell::{Cell, RefCell};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
+
+use super::common::{base64_decode, tail, ChildGuard, Driver, Tab};
 
 /// Flags every test browser gets (see docs/browser-client.md).
 pub const CHROMIUM_FLAGS: &[&str] = &[
@@ -68,13 +70,9 @@ static PROFILE_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 impl Chromium {
     /// Starts `binary` headless with a fresh `--user-data-dir` and connects
-    /// to its DevTools endpoint (read from `DevToolsActivePort`).
-    pub fn launch(binary: &Path) -> CdpResult<Chromium> {
-        Self::launch_with(binary, &[])
-    }
-
-    /// As [`Chromium::launch`], with `extra_flags` after [`CHROMIUM_FLAGS`]
-    /// (e.g. `--ignore-certificate-errors` for a self-signed server).
+    /// to its DevTools endpoint (read from `DevToolsActivePort`);
+    /// `extra_flags` come after [`CHROMIUM_FLAGS`] (e.g.
+    /// `--ignore-certificate-errors` for a self-signed server).
     pub fn launch_with(binary: &Path, extra_flags: &[&str]) -> CdpResult<Chromium> {
         let dir = std::env::temp_dir().join(format!(
             "webrtc-signaling-chromium-{}-{}",
@@ -258,91 +256,114 @@ impl Drop for Chromium {
     }
 }
 
-/// Waits a little for the browser to exit, kills it by PID otherwise, and
-/// removes the profile directory.
-struct ChildGuard {
-    child: Option<Child>,
-    dir: Option<PathBuf>,
-}
+/// [`Driver`] of a Chromium: one new window per page.
+pub struct ChromiumDriver(pub Rc<Chromium>);
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
+impl Driver for ChromiumDriver {
+    fn name(&self) -> &'static str {
+        "chromium"
+    }
+
+    fn open_tab(&self, url: &str, init_script: Option<&str>) -> Result<Rc<dyn Tab>, String> {
+        let (target, session) = self.0.new_tab()?;
+        let tab = CdpTab {
+            cdp: Rc::clone(&self.0),
+            target,
+            session,
+            closed: Cell::new(false),
+        };
+        tab.cmd("Runtime.enable", json!({}))?;
+        tab.cmd("Page.enable", json!({}))?;
+        if let Some(src) = init_script {
+            tab.cmd(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": src }),
+            )?;
         }
-        let Some(dir) = self.dir.take() else { return };
-        for _ in 0..20 {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        tab.cmd("Page.navigate", json!({ "url": url }))?;
+        Ok(Rc::new(tab))
+    }
+
+    fn stderr_tail(&self, lines: usize) -> String {
+        self.0.stderr_tail(lines)
     }
 }
 
-fn tail(path: &Path, lines: usize) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let _ = f.read_to_string(&mut s);
-    }
-    let all: Vec<&str> = s.lines().filter(|l| !l.contains("dbus")).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+struct CdpTab {
+    cdp: Rc<Chromium>,
+    target: String,
+    session: String,
+    closed: Cell<bool>,
 }
 
-/// Standard base64 (for `Page.captureScreenshot`).
-pub fn base64_decode(input: &str) -> CdpResult<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some((c - b'A') as u32),
-            b'a'..=b'z' => Some((c - b'a' + 26) as u32),
-            b'0'..=b'9' => Some((c - b'0' + 52) as u32),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
+impl CdpTab {
+    fn cmd(&self, method: &str, params: Value) -> CdpResult<Value> {
+        self.cdp.call(Some(&self.session), method, params)
     }
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in input.as_bytes() {
-        if c == b'=' {
-            break;
-        }
-        if c.is_ascii_whitespace() {
-            continue;
-        }
-        let v = val(c).ok_or_else(|| format!("invalid base64 byte {c:#x}"))?;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_round_trip_examples() {
-        assert_eq!(super::base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(super::base64_decode("aGVsbG8h").unwrap(), b"hello!");
-        assert_eq!(super::base64_decode("aA==").unwrap(), b"h");
-        assert_eq!(super::base64_decode("").unwrap(), b"");
+impl Tab for CdpTab {
+    fn eval(&self, js: &str) -> Result<Value, String> {
+        let r = self.cmd(
+            "Runtime.evaluate",
+            json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
+        )?;
+        if let Some(ex) = r.get("exceptionDetails") {
+            return Err(format!("{js}: {ex}"));
+        }
+        Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
+    }
+
+    fn insert_text(&self, text: &str) -> Result<(), String> {
+        self.cmd("Input.insertText", json!({ "text": text }))
+            .map(|_| ())
+    }
+
+    fn click_at(&self, x: f64, y: f64) -> Result<(), String> {
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.cmd(
+                "Input.dispatchMouseEvent",
+                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), String> {
+        self.cdp.close_tab(&self.target)?;
+        self.closed.set(true);
+        Ok(())
+    }
+
+    fn exceptions(&self) -> Vec<String> {
+        if !self.closed.get() {
+            // Flush: events sent before this answer are read by now.
+            let _ = self.cmd("Runtime.evaluate", json!({"expression": "0"}));
+        }
+        let thrown = self.cdp.events(&self.session, "Runtime.exceptionThrown");
+        let console = self.cdp.events(&self.session, "Runtime.consoleAPICalled");
+        thrown
+            .iter()
+            .map(|e| format!("exception: {}", e.params["exceptionDetails"]))
+            .chain(
+                console
+                    .iter()
+                    .filter(|e| e.params["type"] == "error")
+                    .map(|e| format!("console.error: {}", e.params["args"])),
+            )
+            .collect()
+    }
+
+    fn screenshot(&self) -> Result<Vec<u8>, String> {
+        self.cmd(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false }),
+        )?;
+        // Wait for a fresh frame at the new size before capturing.
+        self.eval(
+            "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))",
+        )?;
+        let r = self.cmd("Page.captureScreenshot", json!({ "format": "png" }))?;
+        base64_decode(r["data"].as_str().unwrap_or_default())
     }
 }

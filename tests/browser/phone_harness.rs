@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::cdp::{self, Chromium};
+use super::cdp::Chromium;
 use super::{INNER_ENV, MEDIA, PHONE, POLL, REQUIRE_ENV, SHORT};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -323,7 +323,7 @@ impl Page<'_> {
             "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))",
         );
         let r = self.cmd("Page.captureScreenshot", json!({ "format": "png" }));
-        let png = cdp::base64_decode(r["data"].as_str().unwrap_or_default()).unwrap();
+        let png = super::common::base64_decode(r["data"].as_str().unwrap_or_default()).unwrap();
         assert!(png.starts_with(b"\x89PNG"));
         // Width from the IHDR chunk: the phone's CSS width at 3 device pixels each.
         let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
