@@ -23,6 +23,8 @@ mod bidi;
 mod cdp;
 #[path = "browser/common.rs"]
 mod common;
+#[path = "browser/relay.rs"]
+mod relay;
 #[path = "browser/scenarios.rs"]
 mod scenarios;
 
@@ -48,6 +50,10 @@ macro_rules! firefox_test {
     };
 }
 
+firefox_test!(
+    q_signaling_drop_keeps_the_call,
+    "firefox (q) signaling drop: reconnect, resume, call kept"
+);
 firefox_test!(
     a_seed_two_tabs_see_each_other,
     "firefox (a) seed steps, two tabs"
@@ -123,7 +129,7 @@ mod scenario {
     pub use scenarios::{
         a_seed_two_tabs_see_each_other, b_late_video_one_side_only, c_three_peers_full_mesh,
         d_closed_tab_leaves_and_rejoins, e_duplicate_peer_id_refused, f_no_camera_still_receives,
-        g_stop_and_restart_video,
+        g_stop_and_restart_video, q_signaling_drop_keeps_the_call,
     };
 
     /// (j) with both pages in one Firefox.

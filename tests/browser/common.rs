@@ -142,11 +142,18 @@ impl Browser {
     /// No uncaught exception and no console.error() in any page so far, and
     /// no negotiation error in the #log of the open ones.
     pub fn assert_no_exceptions(&self) {
+        self.assert_no_exceptions_but(&[]);
+    }
+
+    /// As [`Browser::assert_no_exceptions`], but problems that contain one of
+    /// `expected` (what the scenario itself provokes) are allowed.
+    pub fn assert_no_exceptions_but(&self, expected: &[&str]) {
         for p in self.pages.borrow().iter() {
             let mut problems = p.tab.exceptions();
             if p.open {
                 problems.extend(negotiation_errors(&*p.tab));
             }
+            problems.retain(|e| !expected.iter().any(|x| e.contains(x)));
             assert!(
                 problems.is_empty(),
                 "{} page {}: uncaught exception(s) or negotiation error(s): {}",
