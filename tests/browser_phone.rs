@@ -7,13 +7,12 @@
 //! target/phone-screenshot.png).
 
 #[path = "browser/bidi.rs"]
-#[allow(dead_code)]
+#[allow(dead_code)] // the Firefox driver: the shared harness names it
 mod bidi;
 #[path = "browser/cdp.rs"]
 #[allow(dead_code)] // the helpers tests/browser.rs uses and this file does not
 mod cdp;
 #[path = "browser/common.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "browser/phone_harness.rs"]
 mod harness;
