@@ -15,9 +15,15 @@ use crate::hooks::Hooks;
 pub struct Limits {
     /// Signaling sessions at once; the next one is refused with 4503 `server_full`.
     pub max_connections: usize,
-    /// Connections not (yet) in a session: REST requests and handshakes in progress.
-    /// Beyond `max_connections + max_http_connections` new TCP connections are closed.
+    /// Connections not (yet) in a session: TLS handshakes, request heads, REST
+    /// requests, idle keep-alive. Counted apart from sessions; when all are taken the
+    /// oldest idle keep-alive connection is closed for a new one, and without one the
+    /// new connection gets 503.
     pub max_http_connections: usize,
+    /// Open connections (HTTP and sessions) from one IP address; 0: no cap.
+    pub max_connections_per_ip: usize,
+    /// Requests answered on one keep-alive connection before it is closed.
+    pub http_max_requests: usize,
     /// Peers per room; the next one is refused with 4503 `room_full`.
     pub max_room_peers: usize,
     /// Largest frame or message a client may send (bytes); over it: 1009.
@@ -39,7 +45,8 @@ pub struct Limits {
     /// How often the server sends a WebSocket ping (0: never). Must be shorter than
     /// `idle_timeout`, or clients that only answer pings are timed out.
     pub ping_interval: Duration,
-    /// A socket that refuses data this long marks the peer a slow consumer.
+    /// A socket that refuses data this long marks the peer a slow consumer; an HTTP
+    /// response not written whole within it ends its connection.
     pub write_timeout: Duration,
     /// How long a closing session waits for the client's close reply.
     pub close_timeout: Duration,
@@ -61,6 +68,8 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_http_connections: 64,
+            max_connections_per_ip: 0,
+            http_max_requests: 100,
             max_room_peers: 32,
             max_message_size: 64 * 1024,
             peer_queue: 64,
@@ -253,6 +262,8 @@ impl Config {
             ("read buffer", l.read_buffer),
             ("write buffer", l.write_buffer),
             ("HTTP head max", l.http_head_max),
+            ("max HTTP connections", l.max_http_connections),
+            ("HTTP max requests", l.http_max_requests),
         ] {
             if v == 0 {
                 return Err(ConfigError(format!("the {name} must be at least 1")));

@@ -24,6 +24,7 @@ mod driver;
 pub mod hooks;
 mod http;
 pub mod ice;
+pub mod logsafe;
 pub mod metrics;
 pub mod protocol;
 pub mod query;

@@ -250,8 +250,22 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "max-http-connections",
         "N",
-        "connections in REST or handshake at once, on top of the sessions [64]",
+        "connections in TLS handshake, request head, REST or keep-alive at once, on top \
+         of the sessions; when all are busy the oldest idle keep-alive one is closed for \
+         a new one, else the new one gets 503 [64]",
         |c, v| c.config.limits.max_http_connections = positive(v)?
+    ),
+    flag!(
+        "max-connections-per-ip",
+        "N",
+        "open connections (HTTP and sessions) from one IP address, 0 = no cap [0]",
+        |c, v| c.config.limits.max_connections_per_ip = num(v)?
+    ),
+    flag!(
+        "http-max-requests",
+        "N",
+        "requests answered on one keep-alive connection before it is closed [100]",
+        |c, v| c.config.limits.http_max_requests = positive(v)?
     ),
     flag!(
         "max-room-peers",
@@ -316,7 +330,8 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "write-timeout",
         "SECS",
-        "a write blocked this long makes the peer a slow consumer [10]",
+        "a write blocked this long makes the peer a slow consumer; an HTTP response not \
+         written whole by then ends its connection [10]",
         |c, v| c.config.limits.write_timeout = secs(v)?
     ),
     flag!(

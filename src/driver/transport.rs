@@ -33,6 +33,9 @@ pub enum TlsConfig {}
 pub struct Stream {
     tcp: TcpStream,
     tls: Option<Tls>,
+    /// When set, no write goes on past it, however slowly the client reads (each
+    /// write(2) waits at most the time left).
+    write_deadline: Option<Instant>,
 }
 
 impl Stream {
@@ -47,7 +50,24 @@ impl Stream {
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
         };
-        Ok(Stream { tcp, tls })
+        Ok(Stream {
+            tcp,
+            tls,
+            write_deadline: None,
+        })
+    }
+
+    /// Bounds every later write by `deadline` (a whole response, not each write(2)).
+    pub fn set_write_deadline(&mut self, deadline: Instant) {
+        self.write_deadline = Some(deadline);
+    }
+
+    /// Sets the socket's write timeout to what is left before the write deadline.
+    fn arm_write(&self) -> io::Result<()> {
+        match self.write_deadline {
+            Some(deadline) => self.tcp.set_write_timeout(Some(left(deadline)?)),
+            None => Ok(()),
+        }
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -71,8 +91,12 @@ impl Stream {
                     tcp.set_read_timeout(Some(left(deadline)?))?;
                     conn.read_tls(tcp)
                 },
-                // Handshake replies and alerts go out before the next wait.
-                |conn, tcp| drain_blocking(conn, tcp).map(|_| ()),
+                // Handshake replies and alerts go out before the next wait, within
+                // the same deadline: a handshake that does not read is cut off too.
+                |conn, tcp| {
+                    tcp.set_write_timeout(Some(left(deadline)?))?;
+                    drain_blocking(conn, tcp, None)
+                },
             ),
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
@@ -84,7 +108,7 @@ impl Stream {
         #[cfg(feature = "tls")]
         if let Some(conn) = &mut self.tls {
             conn.send_close_notify();
-            let _ = drain_blocking(conn, &mut self.tcp);
+            let _ = drain_blocking(conn, &mut self.tcp, self.write_deadline);
         }
     }
 
@@ -135,10 +159,18 @@ fn read_plaintext<S>(
     }
 }
 
-/// Writes every pending TLS record, blocking (bounded by the socket's write timeout).
+/// Writes every pending TLS record, blocking (bounded by the socket's write timeout,
+/// re-armed to what is left before `deadline` for each write if there is one).
 #[cfg(feature = "tls")]
-fn drain_blocking(conn: &mut rustls::ServerConnection, tcp: &mut TcpStream) -> io::Result<()> {
+fn drain_blocking(
+    conn: &mut rustls::ServerConnection,
+    tcp: &mut TcpStream,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
     while conn.wants_write() {
+        if let Some(deadline) = deadline {
+            tcp.set_write_timeout(Some(left(deadline)?))?;
+        }
         if conn.write_tls(tcp)? == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -154,15 +186,19 @@ impl Read for Stream {
     }
 }
 
-/// Blocking writes, bounded by the socket's write timeout.
+/// Blocking writes, bounded by the write deadline if set, else by the socket's write
+/// timeout.
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
-            None => self.tcp.write(buf),
+            None => {
+                self.arm_write()?;
+                self.tcp.write(buf)
+            }
             #[cfg(feature = "tls")]
             Some(conn) => {
                 let n = conn.writer().write(buf)?;
-                drain_blocking(conn, &mut self.tcp)?;
+                drain_blocking(conn, &mut self.tcp, self.write_deadline)?;
                 Ok(n)
             }
             #[cfg(not(feature = "tls"))]
@@ -174,7 +210,7 @@ impl Write for Stream {
         match &mut self.tls {
             None => Ok(()),
             #[cfg(feature = "tls")]
-            Some(conn) => drain_blocking(conn, &mut self.tcp),
+            Some(conn) => drain_blocking(conn, &mut self.tcp, self.write_deadline),
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
         }

@@ -1,5 +1,9 @@
 //! HTTP/1.1 request heads: parsed from bytes by a pure function, so the rules can be
-//! tested (and fuzzed) without a socket. Parsing itself is httparse's.
+//! tested (and fuzzed) without a socket. Parsing itself is httparse's; on top of it
+//! two rules of RFC 9112 that httparse leaves lenient are strict here, so that a proxy
+//! in front cannot split a stream differently from us: lines end in CRLF (no bare LF,
+//! §2.2), and the request target is visible ASCII (§3.2). What a head means for the
+//! body and the connection is [`super::framing`]'s.
 
 /// Most headers a request may carry; more is 431.
 pub const MAX_HEADERS: usize = 64;
@@ -30,9 +34,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => {
+            if has_bare_lf(&buf[..len]) {
+                return Err(HeadError::Malformed);
+            }
+            let target = req.path.unwrap_or("");
+            if !target.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(HeadError::Malformed);
+            }
             let head = Head {
                 method: req.method.unwrap_or("").to_owned(),
-                target: req.path.unwrap_or("").to_owned(),
+                target: target.to_owned(),
                 minor_version: req.version.unwrap_or(1),
                 headers: req
                     .headers
@@ -47,10 +58,20 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             };
             Ok(Some((head, len)))
         }
+        // A bare LF in what has arrived so far is already fatal: no need to wait.
+        Ok(httparse::Status::Partial) if has_bare_lf(buf) => Err(HeadError::Malformed),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(_) => Err(HeadError::Malformed),
     }
+}
+
+/// A LF not preceded by CR: httparse takes it as a line end, a proxy may not.
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
 }
 
 impl Head {
@@ -71,17 +92,10 @@ impl Head {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
-    /// A request with a body we do not read cannot be followed by another request.
-    pub fn has_body(&self) -> bool {
-        self.header("transfer-encoding").is_some()
-            || self
-                .header("content-length")
-                .is_some_and(|v| v.trim() != "0")
-    }
-
-    /// Whether the connection may carry another request after this one.
+    /// Whether the client lets the connection carry another request after this one
+    /// (the body, if any, is [`super::framing`]'s business).
     pub fn keep_alive(&self) -> bool {
-        if self.has_body() || self.header_has_token("connection", "close") {
+        if self.header_has_token("connection", "close") {
             return false;
         }
         self.minor_version >= 1 || self.header_has_token("connection", "keep-alive")
@@ -129,7 +143,25 @@ mod tests {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
         assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
-        assert!(!head("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n").keep_alive());
-        assert!(head("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn bare_lf_and_non_ascii_targets_are_malformed() {
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\nHost: h\n\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: h\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nX: a\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse("GET /\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes()),
+            Err(HeadError::Malformed)
+        );
     }
 }

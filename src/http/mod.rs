@@ -4,6 +4,7 @@
 //! session. The connection thread (`crate::driver::conn`) does the reading and
 //! writing; nothing here touches a socket.
 
+pub mod framing;
 pub mod head;
 pub mod response;
 mod rest;
