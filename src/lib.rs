@@ -32,5 +32,12 @@ mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+/// The pure parts of the HTTP layer, for the fuzz targets in `tests/fuzz` (not a
+/// stable API).
+#[doc(hidden)]
+pub mod http_pure {
+    pub use crate::http::{framing, head, route};
+}
+
 pub use config::{AccessPolicy, Config, ConfigError, IceSettings, Limits, Secret, TlsSettings};
 pub use server::Server;

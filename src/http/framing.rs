@@ -135,33 +135,35 @@ fn values<'a>(head: &'a Head, name: &str) -> Vec<&'a str> {
     out
 }
 
-/// `uri-host [ ":" port ]` (RFC 9110 §7.2): registered-name, IPv4 or `[IPv6]` characters.
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a registered name or
+/// IPv4 address, or an IPv6 literal in brackets; then digits after a colon.
 fn valid_host(v: &str) -> bool {
-    !v.is_empty()
-        && v.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'['
-                        | b']'
-                )
-        })
+    let (host_ok, rest) = match v.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((ip, rest)) => (
+                !ip.is_empty()
+                    && ip
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+                rest,
+            ),
+            None => return false,
+        },
+        None => {
+            let end = v.find(':').unwrap_or(v.len());
+            let name = &v[..end];
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+            (name_ok, &v[end..])
+        }
+    };
+    let port_ok = match rest.strip_prefix(':') {
+        Some(port) => port.bytes().all(|b| b.is_ascii_digit()),
+        None => rest.is_empty(),
+    };
+    host_ok && port_ok
 }
 
 #[cfg(test)]
@@ -244,6 +246,8 @@ mod tests {
         assert!(framed("GET / HTTP/1.1\r\nHost: a b\r\n\r\n").is_err());
         assert!(framed("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n").is_err());
         assert!(framed("GET / HTTP/1.1\r\nHost: \r\n\r\n").is_err());
+        assert!(framed("GET / HTTP/1.1\r\nHost: [x\r\n\r\n").is_err());
+        assert!(framed("GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n").is_err());
         assert_eq!(
             framed("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"),
             Ok((Body::None, true))

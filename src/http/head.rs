@@ -30,13 +30,13 @@ pub enum HeadError {
 /// Parses the head at the start of `buf`: `Ok(None)` if it is not complete yet, else
 /// the head and how many bytes it took.
 pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    // httparse is shown only the bytes before the first bare LF: a head that needs
+    // more than those has a bare LF in it, and an earlier fault is reported first.
+    let bare_lf = first_bare_lf(buf);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    match req.parse(&buf[..bare_lf.unwrap_or(buf.len())]) {
         Ok(httparse::Status::Complete(len)) => {
-            if has_bare_lf(&buf[..len]) {
-                return Err(HeadError::Malformed);
-            }
             let target = req.path.unwrap_or("");
             if !target.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(HeadError::Malformed);
@@ -58,20 +58,20 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             };
             Ok(Some((head, len)))
         }
-        // A bare LF in what has arrived so far is already fatal: no need to wait.
-        Ok(httparse::Status::Partial) if has_bare_lf(buf) => Err(HeadError::Malformed),
+        Ok(httparse::Status::Partial) if bare_lf.is_some() => Err(HeadError::Malformed),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(_) => Err(HeadError::Malformed),
     }
 }
 
-/// A LF not preceded by CR: httparse takes it as a line end, a proxy may not.
-fn has_bare_lf(bytes: &[u8]) -> bool {
+/// Where the first LF not preceded by CR is: httparse takes it as a line end, a proxy
+/// may not.
+fn first_bare_lf(bytes: &[u8]) -> Option<usize> {
     bytes
         .iter()
         .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+        .position(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
 }
 
 impl Head {
