@@ -114,9 +114,9 @@ EXAMPLES:
   cargo run --release --example loadgen -- pairs --url ws://127.0.0.1:8123 --pairs 50 --secs 10 --server-pid $!
 
   target/release/webrtc-signaling --bind 127.0.0.1 --port 8443 --rate-limit 0 \\
-      --tls-self-signed --auth-secret s3cret &     # logs: TLS certificate SHA-256 fingerprint AB:CD:...
+      --tls-self-signed --auth-secret s3cret-s3cret-s3cret-s3cret-s3cret &     # logs: TLS certificate SHA-256 fingerprint AB:CD:...
   cargo run --release --example loadgen -- roundtrip --url wss://127.0.0.1:8443 \\
-      --fingerprint AB:CD:... --auth-secret s3cret
+      --fingerprint AB:CD:... --auth-secret s3cret-s3cret-s3cret-s3cret-s3cret
 ";
 
 // ---------------------------------------------------------------------------
@@ -2992,11 +2992,16 @@ mod tests {
     #[test]
     fn tokens_in_the_url() {
         let mut t = Target::parse("ws://127.0.0.1:8123").ok().unwrap();
-        t.auth_secret = Some(Arc::from(&b"s3cret"[..]));
+        t.auth_secret = Some(Arc::from(&b"s3cret-s3cret-s3cret-s3cret-s3cret"[..]));
         let url = t.request_url("room1", "a").unwrap();
         let (path, token) = url.split_once("?token=").unwrap();
         assert_eq!(path, "ws://127.0.0.1:8123/webrtc/signaling/room1/a");
-        let v = webrtc_signaling::access::Verifier::new(Some(b"s3cret"), None, 0).unwrap();
+        let v = webrtc_signaling::access::Verifier::new(
+            Some(b"s3cret-s3cret-s3cret-s3cret-s3cret"),
+            None,
+            0,
+        )
+        .unwrap();
         assert!(v.check_peer(Some(token), "room1", "a").is_ok());
         assert!(v.check_peer(Some(token), "room1", "b").is_err());
     }

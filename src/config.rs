@@ -119,9 +119,15 @@ pub struct AccessPolicy {
     /// An RSA or EC P-256 public key (PEM text) for RS256/ES256 tokens (turns
     /// authorisation on).
     pub auth_public_key: Option<Vec<u8>>,
-    /// Clock skew allowed on `exp` and `nbf` (default 30 s).
+    /// Clock skew allowed on `exp` and `nbf` (default 30 s, at most
+    /// [`crate::access::MAX_LEEWAY_SECS`]).
     pub auth_leeway: Duration,
-    /// Browsers on other origins get 4403 `origin_not_allowed` (empty: any origin).
+    /// Every token's `aud` must contain this (`--auth-audience`).
+    pub auth_audience: Option<String>,
+    /// Every token's `iss` must be this (`--auth-issuer`).
+    pub auth_issuer: Option<String>,
+    /// Browsers on other origins get 4403 `origin_not_allowed` (empty: any origin);
+    /// with the origins the server itself is reached at (`--public-origin`).
     pub allowed_origins: Origins,
     /// `DELETE /webrtc/rooms/{room}[/peers/{peer}]` may end sessions; when off those
     /// requests get 403 `admin_disabled`.
@@ -136,6 +142,11 @@ impl AccessPolicy {
 
     /// The token verifier this policy describes, if any.
     pub fn verifier(&self) -> Result<Option<Verifier>, String> {
+        if !self.auth_enabled() && (self.auth_audience.is_some() || self.auth_issuer.is_some()) {
+            return Err("--auth-audience and --auth-issuer need --auth-secret or \
+                        --auth-public-key"
+                .to_owned());
+        }
         if !self.auth_enabled() {
             return Ok(None);
         }
@@ -144,7 +155,12 @@ impl AccessPolicy {
             self.auth_public_key.as_deref(),
             self.auth_leeway.as_secs(),
         )
-        .map(Some)
+        .map(|v| {
+            Some(
+                v.with_audience(self.auth_audience.clone())
+                    .with_issuer(self.auth_issuer.clone()),
+            )
+        })
     }
 }
 
@@ -343,7 +359,7 @@ mod tests {
     fn secrets_stay_out_of_debug() {
         let mut c = Config::default();
         c.ice.turn_secret = Some(Secret::new("s3cret"));
-        c.access.auth_secret = Some(Secret::new("other-s3cret"));
+        c.access.auth_secret = Some(Secret::new("other-s3cret-other-s3cret-other-s3cret"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }

@@ -12,5 +12,11 @@ use harness::{fuzz, SMALL_STACK};
 
 #[test]
 fn fuzz_http() {
-    fuzz("http", SMALL_STACK, http::DICTIONARY, http::generate(), http::check);
+    fuzz(
+        "http",
+        SMALL_STACK,
+        http::DICTIONARY,
+        http::generate(),
+        http::check,
+    );
 }

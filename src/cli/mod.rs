@@ -34,8 +34,9 @@ pub enum Cli {
 #[derive(Debug)]
 pub struct Run {
     pub config: Config,
-    /// `error`, `warn`, `info`, `debug`, `trace` or `off`.
-    pub log_level: String,
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`, then optionally
+    /// `,TARGET=LEVEL` pairs.
+    pub log_level: logging::LevelSpec,
     pub log_format: LogFormat,
     /// `--ping-interval` was given (else it follows a short `--idle-timeout`).
     ping_set: bool,
@@ -45,7 +46,10 @@ impl Default for Run {
     fn default() -> Self {
         Run {
             config: Config::default(),
-            log_level: "info".to_owned(),
+            log_level: logging::LevelSpec::parse("info").unwrap_or(logging::LevelSpec {
+                default: log::LevelFilter::Info,
+                targets: Vec::new(),
+            }),
             log_format: LogFormat::Text,
             ping_set: false,
         }
@@ -225,8 +229,21 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "auth-leeway",
         "SECS",
-        "clock skew allowed on token exp/nbf [30]",
-        |c, v| c.config.access.auth_leeway = Duration::from_secs(num(v)?)
+        "clock skew allowed on token exp/nbf, at most 300 [30]",
+        |c, v| c.config.access.auth_leeway = Duration::from_secs(leeway(v)?)
+    ),
+    flag!(
+        "auth-audience",
+        "AUD",
+        "every token's aud must contain this (token mints it); admin tokens also carry \
+         webrtc-signaling:admin [not checked]",
+        |c, v| c.config.access.auth_audience = Some(non_empty(v)?)
+    ),
+    flag!(
+        "auth-issuer",
+        "ISS",
+        "every token's iss must be this (token mints it) [not checked]",
+        |c, v| c.config.access.auth_issuer = Some(non_empty(v)?)
     ),
     flag!(
         "allowed-origin",
@@ -234,6 +251,14 @@ pub(crate) const FLAGS: &[Flag] = &[
         "browser Origin allowed to open sessions, e.g. https://app.example \
          (repeatable); others get 4403 [any]",
         |c, v| c.config.access.allowed_origins.add(v)?
+    ),
+    flag!(
+        "public-origin",
+        "URL",
+        "origin this server is reached at, e.g. https://signal.example (repeatable): its \
+         pages pass --allowed-origin; without it only pages at an IP address or \
+         localhost count as the server's own [none]",
+        |c, v| c.config.access.allowed_origins.add_public(v)?
     ),
     flag!(
         "admin",
@@ -373,8 +398,10 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "log-level",
         "LEVEL",
-        "off, error, warn, info, debug or trace [info]",
-        |c, v| c.log_level = log_level(v)?
+        "off, error, warn, info, debug or trace, then optionally ,TARGET=LEVEL pairs \
+         (tungstenite logs frame payloads: it stays at info unless named, e.g. \
+         debug,tungstenite=trace) [info]",
+        |c, v| c.log_level = logging::LevelSpec::parse(v)?
     ),
     flag!(
         "log-format",
@@ -383,6 +410,21 @@ pub(crate) const FLAGS: &[Flag] = &[
         |c, v| c.log_format = log_format(v)?
     ),
 ];
+
+fn leeway(v: &str) -> Result<u64, String> {
+    let max = webrtc_signaling::access::MAX_LEEWAY_SECS;
+    match num::<u64>(v)? {
+        n if n <= max => Ok(n),
+        _ => Err(format!("{v:?} is more than {max} seconds")),
+    }
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    match v.trim() {
+        "" => Err("must not be empty".to_owned()),
+        v => Ok(v.to_owned()),
+    }
+}
 
 fn ttl(v: &str) -> Result<u64, String> {
     match num::<u64>(v)? {
@@ -405,14 +447,6 @@ fn ice_url(v: &str, scheme: &str) -> Result<String, String> {
         Ok(v.to_owned())
     } else {
         Err(format!("{v:?} must start with {scheme}: or {scheme}s:"))
-    }
-}
-
-fn log_level(v: &str) -> Result<String, String> {
-    let v = v.to_ascii_lowercase();
-    match v.as_str() {
-        "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v),
-        _ => Err(format!("{v:?} is not a log level")),
     }
 }
 
@@ -527,7 +561,7 @@ pub(crate) fn apply_env<'a>(
     for f in flags {
         let name = env_name(f.name);
         if let Some((_, value)) = env.iter().find(|(k, _)| *k == name) {
-            let repeatable = matches!(f.name, "stun" | "turn" | "allowed-origin");
+            let repeatable = matches!(f.name, "stun" | "turn" | "allowed-origin" | "public-origin");
             let values: Vec<&str> = if repeatable {
                 value.split(',').filter(|s| !s.trim().is_empty()).collect()
             } else {

@@ -31,13 +31,18 @@ fn budget() -> Duration {
 
 /// The seed corpus of `target`, sorted by file name.
 pub fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
         .map(|e| e.expect("corpus entry").path())
         .collect();
     files.sort();
-    let seeds: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("read seed")).collect();
+    let seeds: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read seed"))
+        .collect();
     assert!(!seeds.is_empty(), "corpus {} is empty", dir.display());
     seeds
 }
@@ -170,13 +175,19 @@ pub fn fuzz(
     let seeds = corpus(target);
     for (i, seed) in seeds.iter().enumerate() {
         if let Err(e) = worker.check(seed) {
-            panic!("{target}: seed {i} fails: {e}\ninput: {:?}", String::from_utf8_lossy(seed));
+            panic!(
+                "{target}: seed {i} fails: {e}\ninput: {:?}",
+                String::from_utf8_lossy(seed)
+            );
         }
     }
     let seeds = std::sync::Arc::new(seeds);
     let mutated = {
         let seeds = seeds.clone();
-        (any::<usize>(), prop::collection::vec(mutation(dictionary), 0..6))
+        (
+            any::<usize>(),
+            prop::collection::vec(mutation(dictionary), 0..6),
+        )
             .prop_map(move |(seed, muts)| apply(&seeds, seed, &muts))
     };
     let strategy = prop_oneof![mutated, generate];

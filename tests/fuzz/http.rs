@@ -219,8 +219,16 @@ fn list<'a>(headers: &'a [(String, String)], name: &str) -> Option<Vec<&'a str>>
         lines
             .iter()
             .flat_map(|l| {
-                let els: Vec<&str> = l.split(',').map(|e| e.trim_matches([' ', '\t'])).filter(|e| !e.is_empty()).collect();
-                if els.is_empty() { vec![""] } else { els }
+                let els: Vec<&str> = l
+                    .split(',')
+                    .map(|e| e.trim_matches([' ', '\t']))
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                if els.is_empty() {
+                    vec![""]
+                } else {
+                    els
+                }
             })
             .collect(),
     )
@@ -231,7 +239,10 @@ fn host_ok(v: &str) -> bool {
     let (host, rest) = match v.strip_prefix('[') {
         Some(r) => match r.split_once(']') {
             Some((lit, rest)) => {
-                let ok = !lit.is_empty() && lit.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                let ok = !lit.is_empty()
+                    && lit
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
                 if !ok {
                     return false;
                 }
@@ -246,7 +257,8 @@ fn host_ok(v: &str) -> bool {
     };
     let reg_name = |h: &str| {
         !h.is_empty()
-            && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b))
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b))
     };
     if host != "[]" && !reg_name(host) {
         return false;
@@ -259,7 +271,10 @@ fn host_ok(v: &str) -> bool {
 
 /// RFC 9112 §6.1, §6.3 and §3.2 on a parsed head.
 fn reference_framing(headers: &[(String, String)], minor: u8) -> Option<Body> {
-    let hosts: Vec<&(String, String)> = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host")).collect();
+    let hosts: Vec<&(String, String)> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .collect();
     if hosts.len() != 1 || !host_ok(&hosts[0].1) {
         return None; // §3.2: 400
     }
@@ -270,7 +285,10 @@ fn reference_framing(headers: &[(String, String)], minor: u8) -> Option<Body> {
         if cl.is_some() || minor == 0 {
             return None;
         }
-        let n = te.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count();
+        let n = te
+            .iter()
+            .filter(|c| c.eq_ignore_ascii_case("chunked"))
+            .count();
         let last = te.last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
         return (n == 1 && last).then_some(Body::Chunked);
     }
@@ -297,7 +315,16 @@ fn reference(mut input: &[u8]) -> Vec<Out> {
     loop {
         let window = &input[..input.len().min(MAX)];
         match reference_head(window) {
-            Ref::Head(Out::Request { method, target, minor, headers, .. }, len) => {
+            Ref::Head(
+                Out::Request {
+                    method,
+                    target,
+                    minor,
+                    headers,
+                    ..
+                },
+                len,
+            ) => {
                 let Some(body) = reference_framing(&headers, minor) else {
                     return push(outs, Out::Bad);
                 };
@@ -305,8 +332,16 @@ fn reference(mut input: &[u8]) -> Vec<Out> {
                 let has = |t: &str| tokens.iter().any(|x| x.eq_ignore_ascii_case(t));
                 // §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
                 // A body is never read: the connection ends after the answer.
-                let keep_alive = body == Body::None && !has("close") && (minor == 1 || has("keep-alive"));
-                outs.push(Out::Request { method, target, minor, headers, body, keep_alive });
+                let keep_alive =
+                    body == Body::None && !has("close") && (minor == 1 || has("keep-alive"));
+                outs.push(Out::Request {
+                    method,
+                    target,
+                    minor,
+                    headers,
+                    body,
+                    keep_alive,
+                });
                 if !keep_alive || input.len() == len {
                     return outs;
                 }
@@ -333,35 +368,101 @@ pub fn check(input: &[u8]) -> Result<(), String> {
     if ours == theirs || lenient_tail {
         Ok(())
     } else {
-        Err(format!("split differs:\n ours:      {ours:?}\n reference: {theirs:?}"))
+        Err(format!(
+            "split differs:\n ours:      {ours:?}\n reference: {theirs:?}"
+        ))
     }
 }
 
 pub const DICTIONARY: &[&[u8]] = &[
-    b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b",", b"GET ", b"HEAD ", b"POST ", b" HTTP/1.1\r\n",
-    b" HTTP/1.0\r\n", b"Host: h\r\n", b"Host: ", b"Content-Length: ", b"Transfer-Encoding: chunked\r\n",
-    b"Connection: close\r\n", b"Connection: keep-alive\r\n", b"chunked", b"0", b"5", b"\r\n\r\n",
-    b"\x80", b"\x7f", b"\0", b"[::1]", b"Upgrade: websocket\r\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b"\t",
+    b":",
+    b",",
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b" HTTP/1.1\r\n",
+    b" HTTP/1.0\r\n",
+    b"Host: h\r\n",
+    b"Host: ",
+    b"Content-Length: ",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Connection: close\r\n",
+    b"Connection: keep-alive\r\n",
+    b"chunked",
+    b"0",
+    b"5",
+    b"\r\n\r\n",
+    b"\x80",
+    b"\x7f",
+    b"\0",
+    b"[::1]",
+    b"Upgrade: websocket\r\n",
 ];
 
 /// Pipelined requests built from plausible and broken parts.
 pub fn generate() -> BoxedStrategy<Vec<u8>> {
-    let method = prop::sample::select(vec!["GET", "HEAD", "POST", "DELETE", "OPTIONS", "G@T", "", "get"]);
-    let target = prop::sample::select(vec![
-        "/", "/healthz", "/webrtc/rooms", "/webrtc/rooms/r/peers", "/webrtc/signaling/r/p?token=x",
-        "*", "/\u{e9}", "/a b", "http://h/x", "",
+    let method = prop::sample::select(vec![
+        "GET", "HEAD", "POST", "DELETE", "OPTIONS", "G@T", "", "get",
     ]);
-    let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2.0", "http/1.1"]);
+    let target = prop::sample::select(vec![
+        "/",
+        "/healthz",
+        "/webrtc/rooms",
+        "/webrtc/rooms/r/peers",
+        "/webrtc/signaling/r/p?token=x",
+        "*",
+        "/\u{e9}",
+        "/a b",
+        "http://h/x",
+        "",
+    ]);
+    let version = prop::sample::select(vec![
+        "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2.0", "http/1.1",
+    ]);
     let header = prop::sample::select(vec![
-        "Host: h", "Host: h", "Host: [::1]:8000", "Host: a:b:c", "Host: ", "Host: h/x", "Host:h:",
-        "Content-Length: 0", "Content-Length: 5", "Content-Length: 5, 5", "Content-Length: 5,6",
-        "Content-Length: +5", "Content-Length:", "Transfer-Encoding: chunked", "Transfer-Encoding: gzip",
-        "Transfer-Encoding: gzip, chunked", "Connection: close", "Connection: keep-alive",
-        "Connection: Upgrade", "Upgrade: websocket", " folded", "X : y", "X: a\tb ", "X:\x7f", "X:\u{e9}",
-        ": empty", "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "Host: h",
+        "Host: h",
+        "Host: [::1]:8000",
+        "Host: a:b:c",
+        "Host: ",
+        "Host: h/x",
+        "Host:h:",
+        "Content-Length: 0",
+        "Content-Length: 5",
+        "Content-Length: 5, 5",
+        "Content-Length: 5,6",
+        "Content-Length: +5",
+        "Content-Length:",
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: gzip",
+        "Transfer-Encoding: gzip, chunked",
+        "Connection: close",
+        "Connection: keep-alive",
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        " folded",
+        "X : y",
+        "X: a\tb ",
+        "X:\x7f",
+        "X:\u{e9}",
+        ": empty",
+        "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ]);
     let eol = prop::sample::select(vec!["\r\n", "\r\n", "\r\n", "\r\n", "\n", "\r", "\r\r\n"]);
-    let request = (method, target, version, prop::collection::vec(header, 0..8), eol, any::<bool>(), 0usize..8)
+    let request = (
+        method,
+        target,
+        version,
+        prop::collection::vec(header, 0..8),
+        eol,
+        any::<bool>(),
+        0usize..8,
+    )
         .prop_map(|(m, t, v, hs, eol, blank, body)| {
             let mut r = String::new();
             if blank {
