@@ -231,6 +231,9 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        if too_deep(token) {
+            return Err(AuthError::Malformed);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref(),
@@ -289,6 +292,47 @@ impl Verifier {
             Err(AuthError::NotAdmin)
         }
     }
+}
+
+/// Deepest nesting of arrays and objects a token's header or claims may have. Ours
+/// need 2 (an `aud` list); serde_json would go to 128, and at that depth its recursion
+/// overflows a 64 KiB connection thread stack in a debug build. Checked before any
+/// JSON parser sees the token.
+const MAX_TOKEN_DEPTH: usize = 16;
+
+/// Whether the header or the claims of `token` nest deeper than [`MAX_TOKEN_DEPTH`]
+/// (a segment that is not base64url is left for the JWT parser to refuse).
+fn too_deep(token: &str) -> bool {
+    use base64::Engine as _;
+    token.split('.').take(2).any(|segment| {
+        let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else {
+            return false;
+        };
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for b in json {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_TOKEN_DEPTH {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    })
 }
 
 /// Seconds since the Unix epoch.
