@@ -234,7 +234,7 @@ pub fn serve(
                     return;
                 }
                 match admission {
-                    Ok(who) if slot.into_session() => {
+                    Ok(who) if slot.enter_session() => {
                         session::run(stream, buf, who, remote, ctx, token)
                     }
                     Ok(who) => {

@@ -178,7 +178,7 @@ impl Slot {
 
     /// Trades the HTTP slot for a session slot; `false` if every session slot is
     /// taken (the connection keeps its HTTP slot and is refused).
-    pub fn into_session(&mut self) -> bool {
+    pub fn enter_session(&mut self) -> bool {
         let mut st = self.slots.lock();
         if self.phase == Phase::Session || st.evicted.contains(&self.id) {
             return self.phase == Phase::Session;
@@ -260,10 +260,10 @@ mod tests {
         let mut a = s.admit(ip(1)).unwrap();
         let b = s.admit(ip(1)).unwrap();
         assert_eq!(s.admit(ip(2)).err(), Some(Full::Http));
-        assert!(a.into_session());
+        assert!(a.enter_session());
         assert_eq!(s.counts(), (1, 1));
         let mut c = s.admit(ip(2)).unwrap();
-        assert!(!c.into_session(), "the one session slot is taken");
+        assert!(!c.enter_session(), "the one session slot is taken");
         drop((a, b, c));
         assert_eq!(s.counts(), (0, 0));
     }

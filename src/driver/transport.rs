@@ -344,3 +344,53 @@ impl Write for Io<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A reader that takes a little every few milliseconds keeps each write(2) going,
+    /// so a timeout per write never fires; the deadline for the whole response does.
+    #[test]
+    fn the_write_deadline_bounds_a_whole_response_against_a_trickling_reader() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if !matches!(client.read(&mut buf), Ok(1..)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let mut stream = Stream::new(server, None).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            stream.set_write_deadline(Instant::now() + Duration::from_millis(300));
+            // 256 MiB: at this reader's pace, hours.
+            let big = vec![0u8; 256 << 20];
+            let _ = tx.send(stream.write_all(&big).map_err(|e| e.kind()));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the write ended by its deadline");
+        assert!(
+            matches!(
+                result,
+                Err(io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+            ),
+            "{result:?}"
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap();
+    }
+}

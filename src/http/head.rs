@@ -33,14 +33,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     // httparse is shown only the bytes before the first bare LF: a head that needs
     // more than those has a bare LF in it, and an earlier fault is reported first.
     let bare_lf = first_bare_lf(buf);
+    // httparse takes any byte above 0x7F in the target and says so only once the head
+    // is complete; an incomplete head with one is already not a request.
+    if target_so_far(buf).iter().any(|b| !b.is_ascii_graphic()) {
+        return Err(HeadError::Malformed);
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&buf[..bare_lf.unwrap_or(buf.len())]) {
         Ok(httparse::Status::Complete(len)) => {
             let target = req.path.unwrap_or("");
-            if !target.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(HeadError::Malformed);
-            }
             let head = Head {
                 method: req.method.unwrap_or("").to_owned(),
                 target: target.to_owned(),
@@ -63,6 +65,24 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(_) => Err(HeadError::Malformed),
     }
+}
+
+/// The request target as far as it has arrived: between the first and the second
+/// space of the request line (after the empty lines a client may send before it).
+fn target_so_far(buf: &[u8]) -> &[u8] {
+    let mut line = buf;
+    while let Some(rest) = line.strip_prefix(b"\r\n") {
+        line = rest;
+    }
+    let line = &line[..line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len())];
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return &[];
+    };
+    let rest = &line[sp + 1..];
+    &rest[..rest.iter().position(|&b| b == b' ').unwrap_or(rest.len())]
 }
 
 /// Where the first LF not preceded by CR is: httparse takes it as a line end, a proxy
@@ -163,5 +183,7 @@ mod tests {
             parse("GET /\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes()),
             Err(HeadError::Malformed)
         );
+        // Known before the head is complete.
+        assert_eq!(parse("GET /\u{e9}".as_bytes()), Err(HeadError::Malformed));
     }
 }
