@@ -284,7 +284,10 @@ fn accept_loop(listener: TcpListener, tls: Option<TlsConfig>, ctx: Arc<Context>)
         if ctx.is_stopping() {
             return;
         }
-        let slot = match ctx.slots.admit(remote.ip()) {
+        // A burst waits (in the listen backlog) while the handshakes ahead finish;
+        // a second at most, never longer than a head may take.
+        let wait = ctx.limits.http_head_timeout.min(Duration::from_secs(1));
+        let slot = match ctx.slots.admit_by(remote.ip(), Instant::now() + wait) {
             Ok(slot) => slot,
             Err(full) => {
                 let why = match full {

@@ -5,7 +5,8 @@
 //!
 //! A connection takes an HTTP slot when it is accepted and trades it for a session
 //! slot when it upgrades. When every HTTP slot is taken, the oldest idle keep-alive
-//! connection (one waiting for its next request with nothing received) is evicted:
+//! connection (one waiting for its next request with nothing received) is evicted
+//! (without one, the accept thread waits a moment for a slot to free, then refuses):
 //! its socket is shut down from the accept thread, which wakes its thread's blocking
 //! read with an end of stream, and its slot passes to the new connection at once.
 //! Slow heads and handshakes are not evicted: the head deadline bounds them.
@@ -13,7 +14,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::config::Limits;
 
@@ -33,6 +35,8 @@ pub struct Slots {
     /// 0: no cap per address.
     per_ip_cap: usize,
     state: Mutex<State>,
+    /// Signalled when an HTTP slot frees or a connection goes idle.
+    freed: Condvar,
 }
 
 #[derive(Default)]
@@ -69,6 +73,7 @@ impl Slots {
             session_cap: limits.max_connections,
             per_ip_cap: limits.max_connections_per_ip,
             state: Mutex::new(State::default()),
+            freed: Condvar::new(),
         })
     }
 
@@ -80,8 +85,32 @@ impl Slots {
     /// An HTTP slot for a new connection from `ip`, evicting the oldest idle
     /// keep-alive connection (of that address, when the address is at its cap) if
     /// that is the only way.
+    #[cfg(test)]
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
-        let id = self.take(ip)?;
+        self.admit_by(ip, Instant::now())
+    }
+
+    /// [`Slots::admit`], waiting until `deadline` for an HTTP slot to free: a burst of
+    /// new connections (a class opening its laptops) waits in the listen backlog while
+    /// the handshakes ahead of it finish, instead of getting 503.
+    pub fn admit_by(self: &Arc<Self>, ip: IpAddr, deadline: Instant) -> Result<Slot, Full> {
+        let mut st = self.lock();
+        let id = loop {
+            match self.take(&mut st, ip) {
+                Err(Full::Http) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Full::Http);
+                    }
+                    st = match self.freed.wait_timeout(st, left) {
+                        Ok((st, _)) => st,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+                taken => break taken?,
+            }
+        };
+        drop(st);
         Ok(Slot {
             slots: self.clone(),
             id,
@@ -92,8 +121,7 @@ impl Slots {
 
     /// The counting part of [`Slots::admit`] (no `Slot` exists until the lock is
     /// released: dropping one takes the lock): the new slot's id.
-    fn take(&self, ip: IpAddr) -> Result<u64, Full> {
-        let mut st = self.lock();
+    fn take(&self, st: &mut State, ip: IpAddr) -> Result<u64, Full> {
         let id = st.next_id;
         st.next_id += 1;
         if self.per_ip_cap > 0 && st.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip_cap {
@@ -118,6 +146,7 @@ impl Slots {
             st.http -= 1;
             st.release_ip(ip);
         }
+        self.freed.notify_all();
     }
 
     /// Connections in their HTTP phase, and in sessions.
@@ -173,6 +202,7 @@ impl Slot {
             return None;
         }
         st.idle.insert(self.id, (socket.as_raw_fd(), self.ip));
+        self.slots.freed.notify_one();
         Some(Idle { slot: self })
     }
 
@@ -189,6 +219,7 @@ impl Slot {
         st.sessions += 1;
         st.http -= 1;
         self.phase = Phase::Session;
+        self.slots.freed.notify_one();
         true
     }
 }
@@ -201,7 +232,10 @@ impl Drop for Slot {
             return;
         }
         match self.phase {
-            Phase::Http => st.http -= 1,
+            Phase::Http => {
+                st.http -= 1;
+                self.slots.freed.notify_one();
+            }
             Phase::Session => st.sessions -= 1,
         }
         st.release_ip(self.ip);
@@ -292,6 +326,21 @@ mod tests {
         assert_eq!(s.counts(), (2, 0), "the evicted slot is c's now");
         drop((b, c));
         assert_eq!(s.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_new_connection_waits_for_a_slot_to_free() {
+        let s = slots(1, 10, 0);
+        let a = s.admit(ip(1)).unwrap();
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let far = Instant::now() + std::time::Duration::from_secs(30);
+                s.admit_by(ip(2), far).map(|_| ())
+            })
+        };
+        drop(a);
+        assert_eq!(waiter.join().unwrap(), Ok(()));
     }
 
     #[test]
