@@ -164,9 +164,6 @@ fn reference_head(b: &[u8]) -> Ref {
         if more!(c.crlf()) {
             break;
         }
-        if headers.len() == MAX_HEADERS {
-            return Ref::TooMany;
-        }
         let start = c.i;
         while is_tchar(more!(c.peek())) {
             c.i += 1;
@@ -187,6 +184,11 @@ fn reference_head(b: &[u8]) -> Ref {
         let value = &b[start..c.i];
         if !more!(c.crlf()) {
             return Ref::Bad;
+        }
+        // The field line over the limit is read whole first (a broken one is 400
+        // like any other), then refused for the count: 431.
+        if headers.len() == MAX_HEADERS {
+            return Ref::TooMany;
         }
         let trimmed = value.trim_ascii();
         headers.push((name, String::from_utf8_lossy(trimmed).into_owned()));
