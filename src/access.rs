@@ -1,5 +1,12 @@
 //! Who may connect: room tokens (JWT, `--auth-secret`/`--auth-public-key`), admin
-//! tokens for the REST listings, and the Origin allow-list (`--allowed-origin`).
+//! tokens for the REST listings, and the Origin allow-list (`--allowed-origin`,
+//! `--public-origin`).
+//!
+//! Tokens another application mints with the same secret or issuer must not work
+//! here by accident: `--auth-audience`/`--auth-issuer` make every token name this
+//! deployment, and an admin token must carry the audience [`ADMIN_AUDIENCE`] beside
+//! `admin: true`, which no other application has a reason to put in its tokens.
+//! HS256 secrets shorter than the hash (32 bytes, RFC 7518 §3.2) are refused.
 //!
 //! No I/O: the HTTP layer hands in the token and headers, this module answers yes or
 //! no with a reason for the log. Token parsing and signature checks are jsonwebtoken's
@@ -13,8 +20,18 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// The audience an admin token must carry (beside `admin: true`).
+pub const ADMIN_AUDIENCE: &str = "webrtc-signaling:admin";
+
+/// Shortest HS256 secret accepted: the size of the hash (RFC 7518 §3.2).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Longest clock skew `--auth-leeway` may allow: beyond it an expired token lives on.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
 /// The claims the server reads. `room` and `peer` name the one session a token admits;
-/// `admin: true` opens the REST room listings and admin actions.
+/// `admin: true` with the audience [`ADMIN_AUDIENCE`] opens the REST room listings and
+/// admin actions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,6 +44,62 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Audiences: one string or a list (RFC 7519 §4.1.3).
+    #[serde(default, skip_serializing_if = "Audience::is_empty")]
+    pub aud: Audience,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// The `aud` claim: absent, one string, or a list of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Audience::None => true,
+            Audience::One(_) => false,
+            Audience::Many(v) => v.is_empty(),
+        }
+    }
+
+    pub fn contains(&self, aud: &str) -> bool {
+        match self {
+            Audience::None => false,
+            Audience::One(a) => a == aud,
+            Audience::Many(v) => v.iter().any(|a| a == aud),
+        }
+    }
+
+    /// `auds` as a claim (one string when there is one).
+    pub fn of(auds: &[&str]) -> Audience {
+        match auds {
+            [] => Audience::None,
+            [one] => Audience::One((*one).to_owned()),
+            many => Audience::Many(many.iter().map(|a| (*a).to_owned()).collect()),
+        }
+    }
+}
+
+impl Claims {
+    /// The claims of an admin token for a server with `audience` configured (or not).
+    pub fn admin(exp: u64, audience: Option<&str>) -> Claims {
+        let mut auds = vec![ADMIN_AUDIENCE];
+        auds.extend(audience);
+        Claims {
+            admin: true,
+            exp,
+            aud: Audience::of(&auds),
+            ..Claims::default()
+        }
+    }
 }
 
 /// Why a token was not accepted (logged; the client only sees `unauthorized`).
@@ -42,6 +115,8 @@ pub enum AuthError {
     WrongRoom,
     WrongPeer,
     NotAdmin,
+    WrongAudience,
+    WrongIssuer,
 }
 
 impl fmt::Display for AuthError {
@@ -57,19 +132,27 @@ impl fmt::Display for AuthError {
             }
             AuthError::WrongRoom => f.write_str("token is for another room"),
             AuthError::WrongPeer => f.write_str("token is for another peer"),
-            AuthError::NotAdmin => f.write_str("token has no admin claim"),
+            AuthError::NotAdmin => write!(
+                f,
+                "token is not an admin token (admin: true and audience {ADMIN_AUDIENCE:?})"
+            ),
+            AuthError::WrongAudience => f.write_str("token is for another audience"),
+            AuthError::WrongIssuer => f.write_str("token is from another issuer"),
         }
     }
 }
 
 impl std::error::Error for AuthError {}
 
-/// The keys tokens are checked with, and the clock-skew allowance.
+/// The keys tokens are checked with, the clock-skew allowance, and the audience and
+/// issuer every token must name (if configured).
 pub struct Verifier {
     hs256: Option<DecodingKey>,
     rsa: Option<DecodingKey>,
     ec: Option<DecodingKey>,
     leeway_secs: u64,
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
 impl fmt::Debug for Verifier {
@@ -79,23 +162,35 @@ impl fmt::Debug for Verifier {
             .field("rsa", &self.rsa.is_some())
             .field("ec", &self.ec.is_some())
             .field("leeway_secs", &self.leeway_secs)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
 
 impl Verifier {
-    /// `secret` for HS256; `public_key_pem` (an RSA or EC P-256 `PUBLIC KEY`) for RS256
-    /// or ES256. At least one must be given.
+    /// `secret` for HS256 (at least [`MIN_SECRET_LEN`] bytes); `public_key_pem` (an
+    /// RSA or EC P-256 `PUBLIC KEY`) for RS256 or ES256. At least one must be given.
     pub fn new(
         secret: Option<&[u8]>,
         public_key_pem: Option<&[u8]>,
         leeway_secs: u64,
     ) -> Result<Verifier, String> {
+        if let Some(secret) = secret {
+            check_secret(secret)?;
+        }
+        if leeway_secs > MAX_LEEWAY_SECS {
+            return Err(format!(
+                "the token leeway ({leeway_secs} s) must be at most {MAX_LEEWAY_SECS} s"
+            ));
+        }
         let mut v = Verifier {
             hs256: secret.map(DecodingKey::from_secret),
             rsa: None,
             ec: None,
             leeway_secs,
+            audience: None,
+            issuer: None,
         };
         if let Some(pem) = public_key_pem {
             // The PEM label does not say which kind of key it is; the parsers do.
@@ -113,10 +208,31 @@ impl Verifier {
         Ok(v)
     }
 
-    /// Checks signature, expiry (and `nbf` if present) and returns the claims.
+    /// Every token must carry `audience` in its `aud` (`--auth-audience`).
+    pub fn with_audience(mut self, audience: Option<String>) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// Every token must have `iss` equal to `issuer` (`--auth-issuer`).
+    pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    /// The configured audience, if any (what `token` puts in the tokens it mints).
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
+    }
+
+    /// Checks signature, expiry (and `nbf` if present), audience and issuer, and
+    /// returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
+        }
+        if too_deep(token) {
+            return Err(AuthError::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let key = match header.alg {
@@ -129,10 +245,22 @@ impl Verifier {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway_secs;
         validation.validate_nbf = true;
-        // Identity services add an audience of their own; this server does not check it.
+        // Checked below, where a list must hold the configured audience and, for admin
+        // tokens, ADMIN_AUDIENCE as well.
         validation.validate_aud = false;
         match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-            Ok(data) => Ok(data.claims),
+            Ok(data) => {
+                let claims = data.claims;
+                if let Some(aud) = &self.audience {
+                    if !claims.aud.contains(aud) {
+                        return Err(AuthError::WrongAudience);
+                    }
+                }
+                if self.issuer.is_some() && claims.iss != self.issuer {
+                    return Err(AuthError::WrongIssuer);
+                }
+                Ok(claims)
+            }
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
@@ -154,15 +282,57 @@ impl Verifier {
         Ok(())
     }
 
-    /// The REST room listings and admin actions: a valid token with `admin: true`.
+    /// The REST room listings and admin actions: a valid token with `admin: true` and
+    /// the audience [`ADMIN_AUDIENCE`].
     pub fn check_admin(&self, token: Option<&str>) -> Result<(), AuthError> {
         let claims = self.verify(token.ok_or(AuthError::Missing)?)?;
-        if claims.admin {
+        if claims.admin && claims.aud.contains(ADMIN_AUDIENCE) {
             Ok(())
         } else {
             Err(AuthError::NotAdmin)
         }
     }
+}
+
+/// Deepest nesting of arrays and objects a token's header or claims may have. Ours
+/// need 2 (an `aud` list); serde_json would go to 128, and at that depth its recursion
+/// overflows a 64 KiB connection thread stack in a debug build. Checked before any
+/// JSON parser sees the token.
+const MAX_TOKEN_DEPTH: usize = 16;
+
+/// Whether the header or the claims of `token` nest deeper than [`MAX_TOKEN_DEPTH`]
+/// (a segment that is not base64url is left for the JWT parser to refuse).
+fn too_deep(token: &str) -> bool {
+    use base64::Engine as _;
+    token.split('.').take(2).any(|segment| {
+        let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else {
+            return false;
+        };
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for b in json {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_TOKEN_DEPTH {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    })
 }
 
 /// Seconds since the Unix epoch.
@@ -172,8 +342,21 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Refuses an HS256 secret shorter than [`MIN_SECRET_LEN`] bytes.
+pub fn check_secret(secret: &[u8]) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "the auth secret is {} bytes; HS256 needs at least {MIN_SECRET_LEN} (RFC 7518 \
+             §3.2), e.g. the output of `openssl rand -base64 32`",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Signs `claims` with HS256 (what `webrtc-signaling token` prints).
 pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, String> {
+    check_secret(secret)?;
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -204,34 +387,49 @@ pub struct Access {
 }
 
 /// `--allowed-origin`: the exact origins (`scheme://host[:port]`) that may open
-/// signaling sessions from a browser.
+/// signaling sessions from a browser; and `--public-origin`: the origins this server
+/// itself is reached at, whose pages (the built-in client) may always.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origins(Vec<String>);
+pub struct Origins {
+    allowed: Vec<String>,
+    public: Vec<String>,
+}
 
 impl Origins {
+    /// Whether there is no allow-list (every origin may).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.allowed.is_empty()
     }
 
     /// Whether `origin` is on the list itself (CORS: the server's own pages need none).
     pub fn lists(&self, origin: &str) -> bool {
-        self.0.contains(&normalise(origin))
+        self.allowed.contains(&normalise(origin))
     }
 
-    /// Adds an origin from the command line, normalised (lower case, no trailing `/`).
+    /// Adds an allowed origin from the command line, normalised (lower case, no
+    /// trailing `/`).
     pub fn add(&mut self, origin: &str) -> Result<(), String> {
-        let o = normalise(origin);
-        let ok = o == "null"
-            || ["http://", "https://"].iter().any(|s| {
-                o.strip_prefix(s)
-                    .is_some_and(|h| !h.is_empty() && !h.contains('/'))
-            });
-        if !ok {
-            return Err(format!(
-                "{origin:?} is not an origin (scheme://host[:port], e.g. https://example.com)"
-            ));
+        self.allowed.push(parse_origin(origin)?);
+        Ok(())
+    }
+
+    /// Forgets the allow-list (a command-line list replaces the environment's).
+    pub fn clear_allowed(&mut self) {
+        self.allowed.clear();
+    }
+
+    /// Forgets the server's own origins (a command-line list replaces the environment's).
+    pub fn clear_public(&mut self) {
+        self.public.clear();
+    }
+
+    /// Adds an origin the server is reached at (`--public-origin`).
+    pub fn add_public(&mut self, origin: &str) -> Result<(), String> {
+        let o = parse_origin(origin)?;
+        if o == "null" {
+            return Err("a public origin is scheme://host[:port], not null".to_owned());
         }
-        self.0.push(o);
+        self.public.push(o);
         Ok(())
     }
 
@@ -239,23 +437,64 @@ impl Origins {
     /// every origin may. A request without `Origin` is not from a browser page (browsers
     /// always send it on WebSocket upgrades) and is let through: the list protects
     /// visitors' browsers, it cannot stop other programs, which can send any header.
-    /// The server's own pages (Origin host equal to the Host header) always may.
+    ///
+    /// The server's own pages may: those of a `--public-origin`, and, without one, a
+    /// page whose Origin is the Host it asks, when that host is an IP address or
+    /// `localhost`. A host *name* in `Host` proves nothing: DNS rebinding points an
+    /// attacker's name at this server, and the browser then sends that name in both
+    /// headers. An IP address or `localhost` cannot be rebound.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         let Some(origin) = origin else {
             return true;
         };
-        if self.0.is_empty() {
+        if self.allowed.is_empty() {
             return true;
         }
         let origin = normalise(origin);
-        if self.0.contains(&origin) {
+        if self.allowed.contains(&origin) || self.public.contains(&origin) {
             return true;
+        }
+        if !self.public.is_empty() {
+            return false;
         }
         let own_host = origin
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"));
-        matches!((own_host, host), (Some(o), Some(h)) if o == h.trim().to_ascii_lowercase())
+        match (own_host, host) {
+            (Some(o), Some(h)) => o == h.trim().to_ascii_lowercase() && is_literal_host(o),
+            _ => false,
+        }
     }
+}
+
+fn parse_origin(origin: &str) -> Result<String, String> {
+    let o = normalise(origin);
+    let ok = o == "null"
+        || ["http://", "https://"].iter().any(|s| {
+            o.strip_prefix(s)
+                .is_some_and(|h| !h.is_empty() && !h.contains('/'))
+        });
+    if ok {
+        Ok(o)
+    } else {
+        Err(format!(
+            "{origin:?} is not an origin (scheme://host[:port], e.g. https://example.com)"
+        ))
+    }
+}
+
+/// `host[:port]` whose host is an IP address (`[v6]` included) or `localhost`.
+fn is_literal_host(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok();
+            }
+            _ => return false,
+        },
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host == "localhost" || host.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 fn normalise(origin: &str) -> String {
@@ -263,93 +502,5 @@ fn normalise(origin: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn claims(room: &str, peer: &str, exp: u64) -> Claims {
-        Claims {
-            room: Some(room.into()),
-            peer: Some(peer.into()),
-            exp,
-            ..Claims::default()
-        }
-    }
-
-    fn verifier() -> Verifier {
-        Verifier::new(Some(b"s3cret"), None, 5).unwrap()
-    }
-
-    #[test]
-    fn minted_token_admits_its_room_and_peer_only() {
-        let t = mint(b"s3cret", &claims("r", "p", now_secs() + 60)).unwrap();
-        let v = verifier();
-        assert_eq!(v.check_peer(Some(&t), "r", "p"), Ok(()));
-        assert_eq!(v.check_peer(Some(&t), "r2", "p"), Err(AuthError::WrongRoom));
-        assert_eq!(v.check_peer(Some(&t), "r", "p2"), Err(AuthError::WrongPeer));
-        assert_eq!(v.check_peer(None, "r", "p"), Err(AuthError::Missing));
-        assert_eq!(v.check_admin(Some(&t)), Err(AuthError::NotAdmin));
-    }
-
-    #[test]
-    fn expiry_honours_the_leeway() {
-        let v = verifier();
-        let within = mint(b"s3cret", &claims("r", "p", now_secs() - 2)).unwrap();
-        assert_eq!(v.check_peer(Some(&within), "r", "p"), Ok(()));
-        let past = mint(b"s3cret", &claims("r", "p", now_secs() - 30)).unwrap();
-        assert_eq!(v.check_peer(Some(&past), "r", "p"), Err(AuthError::Expired));
-    }
-
-    #[test]
-    fn wrong_secret_alg_none_and_garbage_are_refused() {
-        let v = verifier();
-        let other = mint(b"other", &claims("r", "p", now_secs() + 60)).unwrap();
-        assert_eq!(v.verify(&other), Err(AuthError::BadSignature));
-        // {"alg":"none","typ":"JWT"} . {"room":"r","peer":"p","exp":9999999999} . (empty)
-        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.\
-                    eyJyb29tIjoiciIsInBlZXIiOiJwIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
-        assert_eq!(v.verify(none), Err(AuthError::Malformed));
-        assert_eq!(v.verify("not-a-token"), Err(AuthError::Malformed));
-        assert_eq!(v.verify(""), Err(AuthError::Missing));
-    }
-
-    #[test]
-    fn admin_claim_opens_admin_checks() {
-        let t = mint(
-            b"s3cret",
-            &Claims {
-                admin: true,
-                exp: now_secs() + 60,
-                ..Claims::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(verifier().check_admin(Some(&t)), Ok(()));
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer(Some("Basic abc")), None);
-        assert_eq!(bearer(Some("Bearer ")), None);
-    }
-
-    #[test]
-    fn origins() {
-        let mut o = Origins::default();
-        assert!(o.allows(Some("https://evil.example"), None));
-        o.add("https://App.example/").unwrap();
-        assert!(o.add("app.example").is_err());
-        assert!(o.add("https://app.example/path").is_err());
-        assert!(o.allows(Some("https://app.example"), Some("signal.example")));
-        assert!(!o.allows(Some("https://evil.example"), Some("signal.example")));
-        assert!(!o.allows(Some("http://app.example"), Some("signal.example")));
-        assert!(!o.allows(Some("null"), Some("signal.example")));
-        assert!(o.allows(None, Some("signal.example")));
-        // The server's own client page.
-        assert!(o.allows(
-            Some("https://signal.example:8443"),
-            Some("signal.example:8443")
-        ));
-    }
-}
+#[path = "access_tests.rs"]
+mod tests;

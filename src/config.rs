@@ -16,9 +16,15 @@ use crate::proxy::TrustedProxies;
 pub struct Limits {
     /// Signaling sessions at once; the next one is refused with 4503 `server_full`.
     pub max_connections: usize,
-    /// Connections not (yet) in a session: REST requests and handshakes in progress.
-    /// Beyond `max_connections + max_http_connections` new TCP connections are closed.
+    /// Connections not (yet) in a session: TLS handshakes, request heads, REST
+    /// requests, idle keep-alive. Counted apart from sessions; when all are taken the
+    /// oldest idle keep-alive connection is closed for a new one, and without one the
+    /// new connection gets 503.
     pub max_http_connections: usize,
+    /// Open connections (HTTP and sessions) from one IP address; 0: no cap.
+    pub max_connections_per_ip: usize,
+    /// Requests answered on one keep-alive connection before it is closed.
+    pub http_max_requests: usize,
     /// Peers per room; the next one is refused with 4503 `room_full`.
     pub max_room_peers: usize,
     /// Largest frame or message a client may send (bytes); over it: 1009.
@@ -40,7 +46,8 @@ pub struct Limits {
     /// How often the server sends a WebSocket ping (0: never). Must be shorter than
     /// `idle_timeout`, or clients that only answer pings are timed out.
     pub ping_interval: Duration,
-    /// A socket that refuses data this long marks the peer a slow consumer.
+    /// A socket that refuses data this long marks the peer a slow consumer; an HTTP
+    /// response not written whole within it ends its connection.
     pub write_timeout: Duration,
     /// How long a closing session waits for the client's close reply.
     pub close_timeout: Duration,
@@ -65,6 +72,8 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_http_connections: 64,
+            max_connections_per_ip: 0,
+            http_max_requests: 100,
             max_room_peers: 32,
             max_message_size: 64 * 1024,
             peer_queue: 64,
@@ -115,9 +124,15 @@ pub struct AccessPolicy {
     /// An RSA or EC P-256 public key (PEM text) for RS256/ES256 tokens (turns
     /// authorisation on).
     pub auth_public_key: Option<Vec<u8>>,
-    /// Clock skew allowed on `exp` and `nbf` (default 30 s).
+    /// Clock skew allowed on `exp` and `nbf` (default 30 s, at most
+    /// [`crate::access::MAX_LEEWAY_SECS`]).
     pub auth_leeway: Duration,
-    /// Browsers on other origins get 4403 `origin_not_allowed` (empty: any origin).
+    /// Every token's `aud` must contain this (`--auth-audience`).
+    pub auth_audience: Option<String>,
+    /// Every token's `iss` must be this (`--auth-issuer`).
+    pub auth_issuer: Option<String>,
+    /// Browsers on other origins get 4403 `origin_not_allowed` (empty: any origin);
+    /// with the origins the server itself is reached at (`--public-origin`).
     pub allowed_origins: Origins,
     /// `DELETE /webrtc/rooms/{room}[/peers/{peer}]` may end sessions; when off those
     /// requests get 403 `admin_disabled`.
@@ -132,6 +147,11 @@ impl AccessPolicy {
 
     /// The token verifier this policy describes, if any.
     pub fn verifier(&self) -> Result<Option<Verifier>, String> {
+        if !self.auth_enabled() && (self.auth_audience.is_some() || self.auth_issuer.is_some()) {
+            return Err("--auth-audience and --auth-issuer need --auth-secret or \
+                        --auth-public-key"
+                .to_owned());
+        }
         if !self.auth_enabled() {
             return Ok(None);
         }
@@ -140,7 +160,12 @@ impl AccessPolicy {
             self.auth_public_key.as_deref(),
             self.auth_leeway.as_secs(),
         )
-        .map(Some)
+        .map(|v| {
+            Some(
+                v.with_audience(self.auth_audience.clone())
+                    .with_issuer(self.auth_issuer.clone()),
+            )
+        })
     }
 }
 
@@ -288,6 +313,8 @@ impl Config {
             ("read buffer", l.read_buffer),
             ("write buffer", l.write_buffer),
             ("HTTP head max", l.http_head_max),
+            ("max HTTP connections", l.max_http_connections),
+            ("HTTP max requests", l.http_max_requests),
         ] {
             if v == 0 {
                 return Err(ConfigError(format!("the {name} must be at least 1")));
@@ -383,7 +410,7 @@ mod tests {
     fn secrets_stay_out_of_debug() {
         let mut c = Config::default();
         c.ice.turn_secret = Some(Secret::new("s3cret"));
-        c.access.auth_secret = Some(Secret::new("other-s3cret"));
+        c.access.auth_secret = Some(Secret::new("other-s3cret-other-s3cret-other-s3cret"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }

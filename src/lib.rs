@@ -24,6 +24,7 @@ mod driver;
 pub mod hooks;
 mod http;
 pub mod ice;
+pub mod logsafe;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
@@ -32,6 +33,13 @@ mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod urls;
+
+/// The pure parts of the HTTP layer, for the fuzz targets in `tests/fuzz` (not a
+/// stable API).
+#[doc(hidden)]
+pub mod http_pure {
+    pub use crate::http::{framing, head, route};
+}
 
 pub use config::{
     AccessPolicy, ClusterSettings, Config, ConfigError, IceSettings, Limits, Secret, TlsSettings,

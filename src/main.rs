@@ -5,7 +5,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use log::{error, info, LevelFilter};
+use log::{error, info};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use webrtc_signaling::Server;
@@ -66,8 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let level = run.log_level.parse().unwrap_or(LevelFilter::Info);
-    let _ = cli::logging::init(run.log_format, level);
+    let _ = cli::logging::init(run.log_format, run.log_level.clone());
     info!(
         "webrtc-signaling {} starting (pid {})",
         env!("CARGO_PKG_VERSION"),
@@ -104,6 +103,14 @@ fn main() -> ExitCode {
         log::warn!(
             "--admin: DELETE /webrtc/rooms/... can end sessions, with no token: \
              keep this port away from untrusted clients"
+        );
+    }
+    if config.ice.turn_secret.is_some() && !config.access.auth_enabled() {
+        log::warn!(
+            "--turn-secret without --auth-secret/--auth-public-key: anyone who can reach \
+             /webrtc/ice-servers gets TURN relay credentials valid for {} s; turn auth on, \
+             or keep this port away from untrusted clients",
+            config.ice.turn_ttl.as_secs()
         );
     }
     if config.ice.turn_secret.is_some() {

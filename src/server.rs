@@ -17,11 +17,12 @@ use crate::config::Config;
 use crate::core::cluster::InstanceId;
 use crate::core::router::{Command, Router, RouterLimits};
 use crate::driver::bridge::{self, Bridge, BridgeConfig};
-use crate::driver::context::{ConnectionGuard, Context};
+use crate::driver::context::Context;
 use crate::driver::router::{self as router_thread, Failure};
+use crate::driver::slots::{Full, Slot};
 use crate::driver::swap::Swap;
 use crate::driver::transport::TlsConfig;
-use crate::driver::{conn, wake};
+use crate::driver::{accept, conn, wake};
 use crate::http::Side;
 use crate::ice::Ice;
 use crate::metrics::Metrics;
@@ -377,6 +378,8 @@ impl Server {
         if self.ctx.stop() {
             return;
         }
+        // Idle keep-alive connections would otherwise wait out their head timeout.
+        self.ctx.slots.evict_idle();
         let accept = self
             .accept
             .lock()
@@ -435,37 +438,52 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 fn accept_loop(listener: TcpListener, tls: Option<SharedTls>, side: Side, ctx: Arc<Context>) {
-    let cap = ctx.limits.max_connections + ctx.limits.max_http_connections;
     // Zero capacity: a hand-off succeeds only if a spare thread is waiting right now.
     let (spares_tx, spares_rx) = bounded::<Conn>(0);
+    let mut backoff = accept::Backoff::default();
+    // One log line per interval for each kind of trouble.
+    let mut log_accept = accept::Every::default();
+    let mut log_full = accept::Every::default();
+    let mut log_spawn = accept::Every::default();
     loop {
         let (stream, remote) = match listener.accept() {
             Ok(pair) => pair,
-            Err(e) if ctx.is_stopping() => {
-                let _ = e;
-                return;
-            }
+            Err(_) if ctx.is_stopping() => return,
             Err(e) => {
-                match e.kind() {
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => {}
-                    _ => {
-                        // Out of file descriptors or memory: retrying at once would spin.
-                        warn!("accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) {
+                    // Out of file descriptors or memory: retrying at once would spin.
+                    if let Some(n) = log_accept.tick(Instant::now()) {
+                        warn!("accept failed: {e}; backing off{}", accept::held(n));
                     }
+                    std::thread::sleep(backoff.failed());
                 }
                 continue;
             }
         };
+        backoff.reset();
         if ctx.is_stopping() {
             return;
         }
-        if ctx.connections.fetch_add(1, Ordering::AcqRel) >= cap {
-            ctx.connections.fetch_sub(1, Ordering::AcqRel);
-            warn!("connection from {remote} dropped: {cap} connections open");
-            continue;
-        }
-        let guard = ConnectionGuard(ctx.clone());
+        // A burst waits (in the listen backlog) while the handshakes ahead finish;
+        // a second at most, never longer than a head may take.
+        let wait = ctx.limits.http_head_timeout.min(Duration::from_secs(1));
+        let slot = match ctx.slots.admit_by(remote.ip(), Instant::now() + wait) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let why = match full {
+                    Full::Http => "every HTTP connection slot is busy",
+                    Full::Address => "too many connections from this address",
+                };
+                if let Some(n) = log_full.tick(Instant::now()) {
+                    warn!("connection from {remote} refused: {why}{}", accept::held(n));
+                }
+                accept::refuse(stream, tls.is_none(), why);
+                continue;
+            }
+        };
         // Small frames must not wait for delayed ACKs (Nagle would add ~40 ms stalls).
         let _ = stream.set_nodelay(true);
         // A spare thread parked in `recv` takes the connection at once; otherwise a
@@ -476,20 +494,37 @@ fn accept_loop(listener: TcpListener, tls: Option<SharedTls>, side: Side, ctx: A
             // The configuration in force now: a reload affects the next connection.
             tls: tls.as_ref().map(|t| t.get()),
             side,
-            guard,
+            slot,
         };
         let conn = match spares_tx.try_send(conn) {
             Ok(()) => continue,
             Err(e) => e.into_inner(),
         };
-        let ctx = ctx.clone();
-        let spares = spares_rx.clone();
+        // The connection waits here while the thread starts, so that it comes back if
+        // the thread cannot be made and is refused properly instead of dropped.
+        let handoff = Arc::new(Mutex::new(Some(conn)));
+        let (ctx2, spares, mine) = (ctx.clone(), spares_rx.clone(), handoff.clone());
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .stack_size(ctx.limits.thread_stack)
-            .spawn(move || connection_thread(conn, &ctx, &spares));
+            .spawn(move || {
+                let first = mine.lock().ok().and_then(|mut c| c.take());
+                if let Some(first) = first {
+                    connection_thread(first, &ctx2, &spares);
+                }
+            });
         if let Err(e) = spawned {
-            warn!("cannot start a thread for {remote}: {e}");
+            let back = handoff.lock().ok().and_then(|mut c| c.take());
+            if let Some(n) = log_spawn.tick(Instant::now()) {
+                warn!("cannot start a thread for {remote}: {e}{}", accept::held(n));
+            }
+            if let Some(conn) = back {
+                accept::refuse(
+                    conn.stream,
+                    tls.is_none(),
+                    "the server cannot start a thread",
+                );
+            }
         }
     }
 }
@@ -503,7 +538,7 @@ struct Conn {
     remote: SocketAddr,
     tls: Option<TlsConfig>,
     side: Side,
-    guard: ConnectionGuard,
+    slot: Slot,
 }
 
 /// Threads kept parked for the next connections. Starting a thread costs tens of
@@ -525,10 +560,9 @@ fn connection_thread(first: Conn, ctx: &Arc<Context>, spares: &Receiver<Conn>) {
                 remote,
                 tls,
                 side,
-                guard,
+                slot,
             } = conn;
-            let _guard = guard;
-            conn::serve(stream, tls.as_ref(), remote, ctx, side);
+            conn::serve(stream, tls.as_ref(), remote, ctx, side, slot);
         }
         if ctx.is_stopping()
             || ctx.spare_threads.fetch_add(1, Ordering::AcqRel) >= MAX_SPARE_THREADS

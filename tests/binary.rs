@@ -313,7 +313,7 @@ fn token_subcommand_prints_a_token_the_server_accepts_for_its_room_and_peer() {
             "--ttl",
             "1h",
             "--auth-secret",
-            "s3cret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
         ],
         &[],
     );
@@ -333,7 +333,7 @@ fn token_subcommand_prints_a_token_the_server_accepts_for_its_room_and_peer() {
         "--ttl 1h: exp {exp} not an hour after [{before}, {after}]"
     );
 
-    let (_server, addr) = start(&["--auth-secret", "s3cret"]);
+    let (_server, addr) = start(&["--auth-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"]);
     let mut p = join_with_token(addr, "r", "p", &token);
     // The flag turned auth on, and the token opens r/p only.
     expect_4401(addr, "/webrtc/signaling/r/q");
@@ -345,27 +345,44 @@ fn token_subcommand_prints_a_token_the_server_accepts_for_its_room_and_peer() {
 
 #[test]
 fn token_subcommand_and_server_take_the_secret_from_the_environment() {
-    let env = [("WEBRTC_SIGNALING_AUTH_SECRET", "s3cret")];
+    let env = [(
+        "WEBRTC_SIGNALING_AUTH_SECRET",
+        "s3cret-s3cret-s3cret-s3cret-s3cret",
+    )];
     let token = mint_with_binary(&["--room", "r", "--peer", "p"], &env);
     let mut server = Process::spawn(&[], &env);
     let addr = server.addr();
     let _p = join_with_token(addr, "r", "p", &token);
     expect_4401(addr, "/webrtc/signaling/r/q");
     // A server with another secret refuses the same token.
-    let (_other, other_addr) = start(&["--auth-secret", "another"]);
+    let (_other, other_addr) = start(&["--auth-secret", "another-another-another-another-another"]);
     expect_4401(other_addr, &format!("/webrtc/signaling/r/p?token={token}"));
 }
 
 #[test]
 fn admin_token_from_the_binary_opens_the_room_listings() {
-    let admin = mint_with_binary(&["--admin", "--auth-secret", "s3cret"], &[]);
+    let admin = mint_with_binary(
+        &[
+            "--admin",
+            "--auth-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+        ],
+        &[],
+    );
     let claims = token_claims(&admin);
     assert_eq!(claims["admin"], json!(true), "{claims}");
     let peer = mint_with_binary(
-        &["--room", "r", "--peer", "p", "--auth-secret", "s3cret"],
+        &[
+            "--room",
+            "r",
+            "--peer",
+            "p",
+            "--auth-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+        ],
         &[],
     );
-    let (_server, addr) = start(&["--auth-secret", "s3cret"]);
+    let (_server, addr) = start(&["--auth-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"]);
     get_bearer(addr, "/webrtc/rooms", Some(&admin)).assert_json(200, json!({"rooms": []}));
     let _p = join_with_token(addr, "r", "p", &peer);
     get_bearer(addr, "/webrtc/rooms", Some(&admin))
@@ -392,7 +409,7 @@ fn server_with_a_public_key_file_accepts_rs256_tokens() {
 
 #[test]
 fn token_for_a_room_without_a_peer_is_a_usage_error() {
-    let secret = ["--auth-secret", "s3cret"];
+    let secret = ["--auth-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"];
     assert_usage_error(
         &[&["token", "--room", "r"], &secret[..]].concat(),
         &[],
@@ -438,13 +455,27 @@ fn tls_cert_without_tls_key_is_a_usage_error() {
 /// with `token=…`), whether the token was accepted or refused.
 #[test]
 fn debug_log_never_shows_a_token() {
-    let (mut server, addr) = start(&["--auth-secret", "s3cret"]);
+    let (mut server, addr) = start(&["--auth-secret", "s3cret-s3cret-s3cret-s3cret-s3cret"]);
     let good = mint_with_binary(
-        &["--room", "r", "--peer", "p", "--auth-secret", "s3cret"],
+        &[
+            "--room",
+            "r",
+            "--peer",
+            "p",
+            "--auth-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+        ],
         &[],
     );
     let wrong = mint_with_binary(
-        &["--room", "r", "--peer", "q", "--auth-secret", "s3cret"],
+        &[
+            "--room",
+            "r",
+            "--peer",
+            "q",
+            "--auth-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+        ],
         &[],
     );
     let _p = join_with_token(addr, "r", "p", &good);

@@ -125,7 +125,7 @@ mod scenario {
     /// wss:, a token for another peer id and a missing token are refused
     /// with `unauthorized (4401)`, a page of another origin gets 4403.
     pub fn i_https_wss_with_tokens_and_origins(env: &Env) {
-        const SECRET: &str = "browser-test-secret";
+        const SECRET: &str = "browser-test-secret-browser-test-secret";
         let mut cfg = Config {
             bind: "127.0.0.1".parse().unwrap(),
             port: 0,

@@ -10,6 +10,8 @@ use common::{http_exchange, start_with, HttpResponse};
 use webrtc_signaling::access::{self, Claims};
 use webrtc_signaling::Secret;
 
+/// An HS256 secret of the 32 bytes the server insists on.
+const APP_SECRET: &str = "cors-test-secret-cors-test-secret";
 const APP: &str = "https://app.example";
 const EVIL: &str = "https://evil.example";
 
@@ -135,13 +137,13 @@ fn without_an_allow_list_there_are_no_cors_headers() {
 fn an_app_reads_its_turn_credentials_with_a_bearer_token() {
     let server = start_with(|c| {
         c.access.allowed_origins.add(APP).unwrap();
-        c.access.auth_secret = Some(Secret::new("k"));
+        c.access.auth_secret = Some(Secret::new(APP_SECRET));
         c.ice.servers.push("turn:turn.example.org:3478".into());
         c.ice.turn_secret = Some(Secret::new("turn"));
     });
     let addr = server.local_addr();
     let token = access::mint(
-        b"k",
+        APP_SECRET.as_bytes(),
         &Claims {
             room: Some("r".into()),
             peer: Some("p".into()),

@@ -218,7 +218,7 @@ fn without_an_allow_list_every_origin_joins() {
 
 #[test]
 fn the_origin_is_checked_before_the_token() {
-    let secret = "s3cret";
+    let secret = "s3cret-s3cret-s3cret-s3cret-s3cret";
     let server = start_with(|c| {
         c.access.allowed_origins = origins(&[APP]);
         c.access.auth_secret = Some(Secret::new(secret));

@@ -84,7 +84,7 @@ fn sighup_reloads_the_certificate_and_the_secret_without_dropping_sessions() {
     let (chain_b, key_b, der_b) = (b_leaf.chain_pem, b_leaf.key_pem, b_leaf.der);
     write(&dir, "cert.pem", &chain_a);
     write(&dir, "key.pem", &key_a);
-    write(&dir, "auth-secret", "secret-one\n");
+    write(&dir, "auth-secret", "secret-one-secret-one-secret-one-1\n");
     let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     let mut server = Process::spawn(
         &[
@@ -99,16 +99,16 @@ fn sighup_reloads_the_certificate_and_the_secret_without_dropping_sessions() {
     );
     let addr = server.addr();
     assert_eq!(tls_connect(addr, &config).1, der_a);
-    let mut a = Wss::connect(addr, &config, "a", "secret-one");
+    let mut a = Wss::connect(addr, &config, "a", "secret-one-secret-one-secret-one-1");
     assert_eq!(a.recv(), json!({"type": "existing_peers", "peers": []}));
-    let mut b = Wss::connect(addr, &config, "b", "secret-one");
+    let mut b = Wss::connect(addr, &config, "b", "secret-one-secret-one-secret-one-1");
     assert_eq!(b.recv(), json!({"type": "existing_peers", "peers": ["a"]}));
     assert_eq!(a.recv(), json!({"type": "peer_joined", "peer_id": "b"}));
 
     // Renewed certificate and rotated secret, then SIGHUP.
     write(&dir, "cert.pem", &chain_b);
     write(&dir, "key.pem", &key_b);
-    write(&dir, "auth-secret", "secret-two\n");
+    write(&dir, "auth-secret", "secret-two-secret-two-secret-two-2\n");
     server.signal("HUP");
     let line = server.wait_line("SIGHUP: reloaded", |l| l.contains("SIGHUP: reloaded"));
     assert!(
@@ -129,9 +129,9 @@ fn sighup_reloads_the_certificate_and_the_secret_without_dropping_sessions() {
     b.send(json!({"type": "ping"}));
     assert_eq!(b.recv(), json!({"type": "pong"}));
     // The old secret no longer admits anybody; the new one does.
-    let mut stale = Wss::connect(addr, &config, "c", "secret-one");
+    let mut stale = Wss::connect(addr, &config, "c", "secret-one-secret-one-secret-one-1");
     assert_eq!(stale.recv()["code"], "unauthorized");
-    let mut fresh = Wss::connect(addr, &config, "c", "secret-two");
+    let mut fresh = Wss::connect(addr, &config, "c", "secret-two-secret-two-secret-two-2");
     assert_eq!(
         fresh.recv(),
         json!({"type": "existing_peers", "peers": ["a", "b"]})

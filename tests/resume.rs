@@ -206,7 +206,7 @@ fn with_the_grace_off_there_is_no_token_and_section_3_holds() {
 
 #[test]
 fn with_auth_on_a_resume_also_needs_a_valid_room_token() {
-    const SECRET: &str = "resume-test-secret";
+    const SECRET: &str = "resume-test-secret-resume-test-secret";
     let server = start_with(|c| c.access.auth_secret = Some(Secret::new(SECRET)));
     let addr = server.local_addr();
     let jwt = |peer: &str| {
@@ -215,9 +215,8 @@ fn with_auth_on_a_resume_also_needs_a_valid_room_token() {
             &Claims {
                 room: Some("room".into()),
                 peer: Some(peer.into()),
-                admin: false,
                 exp: now_secs() + 600,
-                iat: None,
+                ..Claims::default()
             },
         )
         .unwrap()

@@ -82,7 +82,11 @@ fn unit_has_the_promised_hardening() {
 fn every_environment_line_is_a_setting_the_server_accepts() {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("turn-secret"), "s3cret\n").unwrap();
-    std::fs::write(dir.0.join("auth-secret"), "auth-s3cret\n").unwrap();
+    std::fs::write(
+        dir.0.join("auth-secret"),
+        "auth-s3cret-auth-s3cret-auth-s3cret\n",
+    )
+    .unwrap();
     let unit = unit_with_options();
     let env: Vec<(String, String)> = directives(&unit)
         .into_iter()
@@ -112,7 +116,7 @@ fn every_environment_line_is_a_setting_the_server_accepts() {
         "\"turn:turn.example.org:3478?transport=tcp\"",
         &format!("{:?}", dir.0.join("tls-cert")),
         &format!("{:?}", dir.0.join("tls-key")),
-        "allowed_origins: Origins(\n",
+        "allowed_origins: Origins {\n",
     ] {
         assert!(
             settings.contains(expected),

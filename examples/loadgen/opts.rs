@@ -104,9 +104,9 @@ EXAMPLES:
   cargo run --release --example loadgen -- pairs --url ws://127.0.0.1:8123 --pairs 50 --secs 10 --server-pid $!
 
   target/release/webrtc-signaling --bind 127.0.0.1 --port 8443 --rate-limit 0 \\
-      --tls-self-signed --auth-secret s3cret &     # logs: TLS certificate SHA-256 fingerprint AB:CD:...
+      --tls-self-signed --auth-secret s3cret-s3cret-s3cret-s3cret-s3cret &     # logs: TLS certificate SHA-256 fingerprint AB:CD:...
   cargo run --release --example loadgen -- roundtrip --url wss://127.0.0.1:8443 \\
-      --fingerprint AB:CD:... --auth-secret s3cret
+      --fingerprint AB:CD:... --auth-secret s3cret-s3cret-s3cret-s3cret-s3cret
 ";
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -228,11 +228,16 @@ mod tests {
     #[test]
     fn tokens_in_the_url() {
         let mut t = Target::parse("ws://127.0.0.1:8123").ok().unwrap();
-        t.auth_secret = Some(Arc::from(&b"s3cret"[..]));
+        t.auth_secret = Some(Arc::from(&b"s3cret-s3cret-s3cret-s3cret-s3cret"[..]));
         let url = t.request_url("room1", "a").unwrap();
         let (path, token) = url.split_once("?token=").unwrap();
         assert_eq!(path, "ws://127.0.0.1:8123/webrtc/signaling/room1/a");
-        let v = webrtc_signaling::access::Verifier::new(Some(b"s3cret"), None, 0).unwrap();
+        let v = webrtc_signaling::access::Verifier::new(
+            Some(b"s3cret-s3cret-s3cret-s3cret-s3cret"),
+            None,
+            0,
+        )
+        .unwrap();
         assert!(v.check_peer(Some(token), "room1", "a").is_ok());
         assert!(v.check_peer(Some(token), "room1", "b").is_err());
     }

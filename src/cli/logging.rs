@@ -13,6 +13,12 @@
 //! connection and session threads, `router`, `accept`, `main`). Each line is written
 //! with one `write` call on a locked stderr, so lines from different threads never
 //! interleave.
+//!
+//! Both formats go through [`Filtered`]: `--log-level` is a level, optionally with
+//! levels for named targets (`debug,rustls=trace`). tungstenite logs frames with their
+//! payloads (SDP, ICE addresses) at debug and trace: it stays at `info` unless named
+//! (`--log-level trace,tungstenite=trace`). And every message has its control and
+//! bidirectional characters escaped (`webrtc_signaling::logsafe`), whoever logged it.
 
 use std::io::{IsTerminal, Write};
 use std::time::SystemTime;
@@ -20,6 +26,7 @@ use std::time::SystemTime;
 use log::{LevelFilter, Log, Metadata, Record};
 use time::macros::format_description;
 use time::OffsetDateTime;
+use webrtc_signaling::logsafe;
 
 /// How the binary writes its log lines to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,9 +38,74 @@ pub enum LogFormat {
     Json,
 }
 
+/// Targets that log message payloads: capped at `info` unless named in the spec.
+const PAYLOAD_TARGETS: [&str; 1] = ["tungstenite"];
+
+/// `--log-level`: a level for everything, and levels for named targets (a target
+/// names a module path prefix, e.g. `tungstenite` or `webrtc_signaling::core`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelSpec {
+    pub default: LevelFilter,
+    /// Longest prefix first.
+    pub targets: Vec<(String, LevelFilter)>,
+}
+
+impl LevelSpec {
+    /// Parses `info` or `debug,tungstenite=trace,rustls=warn`.
+    pub fn parse(v: &str) -> Result<LevelSpec, String> {
+        let level = |s: &str| match s.trim().to_ascii_lowercase().as_str() {
+            l @ ("off" | "error" | "warn" | "info" | "debug" | "trace") => {
+                Ok(l.parse::<LevelFilter>().unwrap_or(LevelFilter::Info))
+            }
+            other => Err(format!("{other:?} is not a log level")),
+        };
+        let mut parts = v.split(',');
+        let default = level(parts.next().unwrap_or(""))?;
+        let mut targets = Vec::new();
+        for part in parts {
+            let (target, l) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not TARGET=LEVEL"))?;
+            let target = target.trim();
+            if target.is_empty() {
+                return Err(format!("{part:?} names no target"));
+            }
+            targets.push((target.to_owned(), level(l)?));
+        }
+        for t in PAYLOAD_TARGETS {
+            if !targets.iter().any(|(n, _)| n == t) {
+                targets.push((t.to_owned(), default.min(LevelFilter::Info)));
+            }
+        }
+        targets.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+        Ok(LevelSpec { default, targets })
+    }
+
+    /// The level in force for `target`.
+    pub fn level(&self, target: &str) -> LevelFilter {
+        self.targets
+            .iter()
+            .find(|(n, _)| {
+                target
+                    .strip_prefix(n.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+            })
+            .map_or(self.default, |(_, l)| *l)
+    }
+
+    /// The most verbose level anything may log at.
+    pub fn max(&self) -> LevelFilter {
+        self.targets
+            .iter()
+            .map(|(_, l)| *l)
+            .fold(self.default, std::cmp::max)
+    }
+}
+
 /// Installs the process-wide logger. Fails only if one is already installed.
-pub fn init(format: LogFormat, level: LevelFilter) -> Result<(), log::SetLoggerError> {
-    match format {
+pub fn init(format: LogFormat, spec: LevelSpec) -> Result<(), log::SetLoggerError> {
+    let max = spec.max();
+    let inner: Box<dyn Log> = match format {
         LogFormat::Text => {
             // Date, time and zone on every line (UTC, as in the JSON format): a line
             // copied out of the journal or a file still says when it happened.
@@ -49,14 +121,63 @@ pub fn init(format: LogFormat, level: LevelFilter) -> Result<(), log::SetLoggerE
             } else {
                 simplelog::ColorChoice::Never
             };
-            simplelog::TermLogger::init(level, config, simplelog::TerminalMode::Stderr, color)
+            simplelog::TermLogger::new(max, config, simplelog::TerminalMode::Stderr, color)
         }
-        LogFormat::Json => {
-            log::set_boxed_logger(Box::new(JsonLogger::new(level)))?;
-            log::set_max_level(level);
-            Ok(())
+        LogFormat::Json => Box::new(JsonLogger::new(max)),
+    };
+    log::set_boxed_logger(Box::new(Filtered { spec, inner }))?;
+    log::set_max_level(max);
+    Ok(())
+}
+
+/// Applies the per-target levels and escapes every message (see the module docs).
+pub struct Filtered {
+    spec: LevelSpec,
+    inner: Box<dyn Log>,
+}
+
+impl Log for Filtered {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= self.spec.level(metadata.target()) && self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let text = record.args().to_string();
+        if !text.chars().any(logsafe::is_unsafe) {
+            return self.inner.log(record);
+        }
+        let escaped = escape_unsafe(&text);
+        self.inner.log(
+            &Record::builder()
+                .metadata(record.metadata().clone())
+                .args(format_args!("{escaped}"))
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+/// Only the unsafe characters (the library escaped client text already, backslashes
+/// included; escaping those again would double them).
+fn escape_unsafe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if logsafe::is_unsafe(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
         }
     }
+    out
 }
 
 /// `--log-format json`.
@@ -153,6 +274,38 @@ mod tests {
         assert_eq!(v["msg"], "quote \" backslash \\ newline \n tab \t é");
         assert!(v["thread"].is_string());
         assert!(line.starts_with(r#"{"ts":"2023-11-14T22:13:20.000Z","level":"warn","#));
+    }
+
+    #[test]
+    fn level_specs_cap_tungstenite_unless_named() {
+        let s = LevelSpec::parse("trace").unwrap();
+        assert_eq!(
+            s.level("webrtc_signaling::driver::conn"),
+            LevelFilter::Trace
+        );
+        assert_eq!(s.level("tungstenite::protocol"), LevelFilter::Info);
+        assert_eq!(s.level("tungstenitex"), LevelFilter::Trace);
+        assert_eq!(s.max(), LevelFilter::Trace);
+        let s = LevelSpec::parse("warn,tungstenite=trace,webrtc_signaling::core=debug").unwrap();
+        assert_eq!(s.level("tungstenite::protocol"), LevelFilter::Trace);
+        assert_eq!(
+            s.level("webrtc_signaling::core::router"),
+            LevelFilter::Debug
+        );
+        assert_eq!(s.level("webrtc_signaling::server"), LevelFilter::Warn);
+        assert_eq!(s.max(), LevelFilter::Trace);
+        assert_eq!(
+            LevelSpec::parse("off").unwrap().level("tungstenite"),
+            LevelFilter::Off
+        );
+        for bad in ["loud", "info,x", "info,=debug", "info,x=loud"] {
+            assert!(LevelSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn escaping_keeps_backslashes_and_escapes_controls_and_bidi() {
+        assert_eq!(escape_unsafe("a\\b\n\u{202e}"), "a\\b\\u{a}\\u{202e}");
     }
 
     #[test]

@@ -39,8 +39,9 @@ pub enum Cli {
 #[derive(Debug)]
 pub struct Run {
     pub config: Config,
-    /// `error`, `warn`, `info`, `debug`, `trace` or `off`.
-    pub log_level: String,
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`, then optionally
+    /// `,TARGET=LEVEL` pairs.
+    pub log_level: logging::LevelSpec,
     pub log_format: LogFormat,
     /// `--ping-interval` was given (else it follows a short `--idle-timeout`).
     ping_set: bool,
@@ -50,7 +51,10 @@ impl Default for Run {
     fn default() -> Self {
         Run {
             config: Config::default(),
-            log_level: "info".to_owned(),
+            log_level: logging::LevelSpec::parse("info").unwrap_or(logging::LevelSpec {
+                default: log::LevelFilter::Info,
+                targets: Vec::new(),
+            }),
             log_format: LogFormat::Text,
             ping_set: false,
         }
@@ -248,8 +252,21 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "auth-leeway",
         "DURATION",
-        "clock skew allowed on token exp/nbf (whole seconds) [30]",
-        |c, v| c.config.access.auth_leeway = Duration::from_secs(secs(v)?.as_secs())
+        "clock skew allowed on token exp/nbf (whole seconds), at most 300 [30]",
+        |c, v| c.config.access.auth_leeway = leeway(v)?
+    ),
+    flag!(
+        "auth-audience",
+        "AUD",
+        "every token's aud must contain this (token mints it); admin tokens also carry \
+         webrtc-signaling:admin [not checked]",
+        |c, v| c.config.access.auth_audience = Some(non_empty(v)?)
+    ),
+    flag!(
+        "auth-issuer",
+        "ISS",
+        "every token's iss must be this (token mints it) [not checked]",
+        |c, v| c.config.access.auth_issuer = Some(non_empty(v)?)
     ),
     flag!(
         "allowed-origin",
@@ -257,6 +274,14 @@ pub(crate) const FLAGS: &[Flag] = &[
         "browser Origin allowed to open sessions, e.g. https://app.example \
          (repeatable); others get 4403 [any]",
         |c, v| c.config.access.allowed_origins.add(v)?
+    ),
+    flag!(
+        "public-origin",
+        "URL",
+        "origin this server is reached at, e.g. https://signal.example (repeatable): its \
+         pages pass --allowed-origin; without it only pages at an IP address or \
+         localhost count as the server's own [none]",
+        |c, v| c.config.access.allowed_origins.add_public(v)?
     ),
     flag!(
         "admin",
@@ -273,8 +298,22 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "max-http-connections",
         "N",
-        "connections in REST or handshake at once, on top of the sessions [64]",
+        "connections in TLS handshake, request head, REST or keep-alive at once, on top \
+         of the sessions; when all are busy the oldest idle keep-alive one is closed for \
+         a new one, else the new one gets 503 [64]",
         |c, v| c.config.limits.max_http_connections = positive(v)?
+    ),
+    flag!(
+        "max-connections-per-ip",
+        "N",
+        "open connections (HTTP and sessions) from one IP address, 0 = no cap [0]",
+        |c, v| c.config.limits.max_connections_per_ip = num(v)?
+    ),
+    flag!(
+        "http-max-requests",
+        "N",
+        "requests answered on one keep-alive connection before it is closed [100]",
+        |c, v| c.config.limits.http_max_requests = positive(v)?
     ),
     flag!(
         "max-room-peers",
@@ -346,7 +385,8 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "write-timeout",
         "DURATION",
-        "a write blocked this long makes the peer a slow consumer [10]",
+        "a write blocked this long makes the peer a slow consumer; an HTTP response not \
+         written whole by then ends its connection [10]",
         |c, v| c.config.limits.write_timeout = secs(v)?
     ),
     flag!(
@@ -402,8 +442,10 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "log-level",
         "LEVEL",
-        "off, error, warn, info, debug or trace [info]",
-        |c, v| c.log_level = log_level(v)?
+        "off, error, warn, info, debug or trace, then optionally ,TARGET=LEVEL pairs \
+         (tungstenite logs frame payloads: it stays at info unless named, e.g. \
+         debug,tungstenite=trace) [info]",
+        |c, v| c.log_level = logging::LevelSpec::parse(v)?
     ),
     flag!(
         "log-format",
@@ -412,6 +454,21 @@ pub(crate) const FLAGS: &[Flag] = &[
         |c, v| c.log_format = log_format(v)?
     ),
 ];
+
+/// `--auth-leeway`: whole seconds, at most `MAX_LEEWAY_SECS` (beyond it an expired
+/// token lives on).
+fn leeway(v: &str) -> Result<Duration, String> {
+    let max = webrtc_signaling::access::MAX_LEEWAY_SECS;
+    let d = duration::parse(v, Duration::from_secs(max))?;
+    Ok(Duration::from_secs(d.as_secs()))
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    match v.trim() {
+        "" => Err("must not be empty".to_owned()),
+        v => Ok(v.to_owned()),
+    }
+}
 
 /// `--turn-ttl`: whole seconds, 1 s to a year (credentials carry a Unix time).
 fn ttl(v: &str) -> Result<Duration, String> {
@@ -433,7 +490,10 @@ const REPEATABLE: &[(&str, Forget)] = &[
         c.config.ice.servers.retain(|u| !u.starts_with("turn"))
     }),
     ("allowed-origin", |c| {
-        c.config.access.allowed_origins = Default::default()
+        c.config.access.allowed_origins.clear_allowed()
+    }),
+    ("public-origin", |c| {
+        c.config.access.allowed_origins.clear_public()
     }),
     ("trusted-proxy", |c| {
         c.config.trusted_proxies = Default::default()
@@ -454,14 +514,6 @@ fn ice_url(v: &str, scheme: &str) -> Result<String, String> {
         Ok(v.to_owned())
     } else {
         Err(format!("{v:?} must start with {scheme}: or {scheme}s:"))
-    }
-}
-
-fn log_level(v: &str) -> Result<String, String> {
-    let v = v.to_ascii_lowercase();
-    match v.as_str() {
-        "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(v),
-        _ => Err(format!("{v:?} is not a log level")),
     }
 }
 

@@ -241,7 +241,7 @@ fn durations_take_units_in_every_flag() {
             "--turn-ttl",
             "1h",
             "--auth-secret",
-            "k",
+            "k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k",
             "--auth-leeway",
             "1m",
             "--http-head-timeout",

@@ -1,7 +1,7 @@
 //! `webrtc-signaling token`: mint a room or admin token with the server's own secret
 //! flags (same environment variables, same file rules).
 
-use webrtc_signaling::access::{self, Claims};
+use webrtc_signaling::access::{self, Audience, Claims};
 use webrtc_signaling::protocol::{PeerId, RoomId};
 use webrtc_signaling::{ConfigError, Secret};
 
@@ -24,9 +24,12 @@ USAGE: webrtc-signaling token --room ROOM --peer PEER [--ttl 1h] [--auth-secret 
 
   --room ROOM, --peer PEER   the one session the token admits
   --admin                    a token for the REST room listings and admin actions
+                             (admin: true, audience webrtc-signaling:admin)
   --ttl DURATION             lifetime: 90, 90s, 30m, 1h or 7d [1h]
   --auth-secret SECRET       env WEBRTC_SIGNALING_AUTH_SECRET
   --auth-secret-file PATH    env WEBRTC_SIGNALING_AUTH_SECRET_FILE
+  --auth-audience AUD        env WEBRTC_SIGNALING_AUTH_AUDIENCE (put in aud)
+  --auth-issuer ISS          env WEBRTC_SIGNALING_AUTH_ISSUER (put in iss)
 
 Connect with ws://HOST:8000/webrtc/signaling/ROOM/PEER?token=TOKEN, or call the REST
 listings with the header 'Authorization: Bearer TOKEN'.
@@ -38,8 +41,13 @@ pub fn parse<I: Iterator<Item = String>>(
     env: &[(String, String)],
 ) -> Result<Cli, ConfigError> {
     let err = |m: String| ConfigError(m);
-    // The secret flags are the server's own (same env variables, same file rules).
-    let secret_flags = || FLAGS.iter().filter(|f| f.name.starts_with("auth-secret"));
+    // The secret, audience and issuer flags are the server's own (same env variables,
+    // same file rules), so the token fits the server they configure.
+    let secret_flags = || {
+        FLAGS.iter().filter(|f| {
+            f.name.starts_with("auth-secret") || matches!(f.name, "auth-audience" | "auth-issuer")
+        })
+    };
     let mut keys = Run::default();
     apply_env(&mut keys, env, secret_flags())?;
     let (mut room, mut peer, mut admin) = (None, None, false);
@@ -76,23 +84,30 @@ pub fn parse<I: Iterator<Item = String>>(
             "token needs --room and --peer (or --admin); see token --help".to_owned(),
         ));
     }
-    let secret = keys.config.access.auth_secret.ok_or_else(|| {
+    let access = keys.config.access;
+    let secret = access.auth_secret.ok_or_else(|| {
         err(
             "token needs --auth-secret, --auth-secret-file or WEBRTC_SIGNALING_AUTH_SECRET"
                 .to_owned(),
         )
     })?;
+    access::check_secret(secret.expose().as_bytes()).map_err(err)?;
     let now = access::now_secs();
-    Ok(Cli::Token(TokenRequest {
-        claims: Claims {
-            room: room.map(|r| r.as_str().to_owned()),
-            peer: peer.map(|p| p.as_str().to_owned()),
-            admin,
+    let audience = access.auth_audience.as_deref();
+    let mut claims = if admin {
+        Claims::admin(now + ttl, audience)
+    } else {
+        Claims {
+            aud: Audience::of(&audience.into_iter().collect::<Vec<_>>()),
             exp: now + ttl,
-            iat: Some(now),
-        },
-        secret,
-    }))
+            ..Claims::default()
+        }
+    };
+    claims.room = room.map(|r| r.as_str().to_owned());
+    claims.peer = peer.map(|p| p.as_str().to_owned());
+    claims.iat = Some(now);
+    claims.iss = access.auth_issuer;
+    Ok(Cli::Token(TokenRequest { claims, secret }))
 }
 
 /// `90`, `90s`, `30m`, `1h`, `7d` as seconds (at least 1, at most a year).

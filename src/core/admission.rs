@@ -110,7 +110,7 @@ mod tests {
     fn origin_comes_before_the_token_and_the_token_never_reaches_the_log() {
         let mut a = open();
         a.origins.add("https://app.example").unwrap();
-        a.verifier = Some(Verifier::new(Some(b"k"), None, 0).unwrap());
+        a.verifier = Some(Verifier::new(Some(&[b'k'; 32]), None, 0).unwrap());
         let mut r = req("r", "p");
         r.origin = Some("https://evil.example");
         assert_eq!(
@@ -127,9 +127,9 @@ mod tests {
             peer: Some("p".into()),
             admin: false,
             exp: now_secs() + 60,
-            iat: None,
+            ..Claims::default()
         };
-        let token = mint(b"k", &claims).unwrap();
+        let token = mint(&[b'k'; 32], &claims).unwrap();
         let q = format!("token={token}");
         r.query = Some(&q);
         assert!(admit(&r, &a).is_ok());

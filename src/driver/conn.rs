@@ -1,10 +1,11 @@
 //! A connection thread's HTTP phase: TLS handshake and request heads (bounded in size
-//! and time), answers written in one piece, keep-alive, and the hand-off of an
-//! upgraded connection to its session on the same thread and socket. Plain and TLS
-//! connections take the same path; only [`Stream`] differs.
+//! and time), answers written in one piece by a deadline, keep-alive (a bounded number
+//! of requests, evictable while idle), closes that linger so the answer is not lost,
+//! and the hand-off of an upgraded connection to its session on the same thread and
+//! socket. Plain and TLS connections take the same path; only [`Stream`] differs.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,49 +13,61 @@ use log::{debug, info, warn};
 
 use super::context::Context;
 use super::session;
+use super::slots::Slot;
 use super::transport::{Stream, TlsConfig};
-use crate::http::head::{self, Head, HeadError};
+use crate::config::Limits;
+use crate::http::framing::{self, Body, Step};
 use crate::http::response::{self, Resp};
 use crate::http::{self, Action, Side};
-use crate::query;
+use crate::protocol::CloseReason;
+use crate::{logsafe, query};
 
 /// Why no request head came.
 enum ReadError {
-    /// The client closed the connection between requests.
+    /// The client closed the connection between requests (or it was evicted while
+    /// idle).
     Closed,
-    Head(HeadError),
     Timeout,
     Io,
 }
 
-/// Reads one request head into `buf`, within the head size limit and by `deadline`:
-/// a client trickling bytes (or TLS records) cannot hold the thread longer.
-fn read_head(
+/// Reads until `buf` starts with a whole request head (or what stands there is not
+/// one), within the head size limit and by `deadline`: a client trickling bytes (or
+/// TLS records) cannot hold the thread longer. While nothing of the next request has
+/// come, the connection is registered as idle in `idle_slot`, where new work may
+/// evict it.
+fn read_request(
     stream: &mut Stream,
     buf: &mut Vec<u8>,
     max: usize,
     deadline: Instant,
-) -> Result<Head, ReadError> {
+    idle_slot: Option<&Slot>,
+) -> Result<Step, ReadError> {
     let mut chunk = [0u8; 1024];
     loop {
         if !buf.is_empty() {
-            match head::parse(buf) {
-                Ok(Some((head, len))) => {
-                    buf.drain(..len);
-                    return Ok(head);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ReadError::Head(e)),
+            match framing::next(buf, max) {
+                Step::Partial => {}
+                step => return Ok(step),
             }
         }
-        let room = max.saturating_sub(buf.len());
-        if room == 0 {
-            return Err(ReadError::Head(HeadError::TooLarge));
-        }
-        let want = room.min(chunk.len());
-        match stream.read_before(&mut chunk[..want], deadline) {
+        let want = max.saturating_sub(buf.len()).clamp(1, chunk.len());
+        let read = match idle_slot.filter(|_| buf.is_empty()) {
+            Some(slot) => {
+                let Some(idle) = slot.idle(stream.tcp()) else {
+                    return Err(ReadError::Closed);
+                };
+                let read = stream.read_before(&mut chunk[..want], deadline);
+                if !idle.finish() {
+                    return Err(ReadError::Closed);
+                }
+                read
+            }
+            None => stream.read_before(&mut chunk[..want], deadline),
+        };
+        match read {
             Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
-            Ok(0) => return Err(ReadError::Head(HeadError::Malformed)),
+            Ok(0) => return Ok(Step::Bad("the request head ends early")),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e)
                 if matches!(
@@ -70,34 +83,68 @@ fn read_head(
     }
 }
 
-fn write_response(stream: &mut Stream, resp: Resp, head_only: bool, close: bool) -> io::Result<()> {
+/// Writes a whole response by `deadline` (a client that reads slowly cannot stretch
+/// it).
+fn write_response(
+    stream: &mut Stream,
+    resp: Resp,
+    head_only: bool,
+    close: bool,
+    deadline: Instant,
+) -> io::Result<()> {
+    stream.set_write_deadline(deadline);
     stream.write_all(&response::encode(resp, head_only, close))?;
     stream.flush()
 }
 
+/// Ends the HTTP phase from our side: TLS `close_notify`, a half-close, then what the
+/// client still sends (an unread body, pipelined requests) is read and dropped until
+/// it hangs up or `linger` passes, so unread input cannot turn the close into a reset
+/// that destroys the answer in flight.
+fn close_lingering(mut stream: Stream, linger: Duration) {
+    stream.close_notify();
+    let _ = stream.tcp().shutdown(Shutdown::Write);
+    let deadline = Instant::now() + linger;
+    let mut sink = [0u8; 4096];
+    while let Ok(1..) = stream.read_before(&mut sink, deadline) {}
+}
+
+/// Answers `resp` and ends the connection.
+fn answer_and_close(mut stream: Stream, resp: Resp, limits: &Limits) {
+    let deadline = Instant::now() + limits.write_timeout;
+    if write_response(&mut stream, resp, false, true, deadline).is_ok() {
+        close_lingering(stream, limits.close_timeout);
+    }
+}
+
 /// Serves one accepted connection: requests (with keep-alive) until the client closes
-/// or upgrades to a signaling session.
+/// or upgrades to a signaling session. `slot` is its HTTP slot, traded for a session
+/// slot on upgrade.
 pub fn serve(
     tcp: TcpStream,
     tls: Option<&TlsConfig>,
     peer: SocketAddr,
     ctx: &Arc<Context>,
     side: Side,
+    mut slot: Slot,
 ) {
     let limits = &ctx.limits;
-    // A client that does not read its response cannot hold the thread either.
+    // The first head (and with TLS, the first byte and the handshake before it) must
+    // be in by then.
+    let mut deadline = Instant::now() + limits.http_head_timeout;
+    // Until a response sets its own deadline (refusals after an upgrade included).
     let _ = tcp.set_write_timeout(Some(limits.write_timeout.max(Duration::from_millis(1))));
     if tls.is_some() {
-        match first_byte(&tcp, limits.http_head_timeout) {
+        match first_byte(&tcp, deadline) {
             // A TLS ClientHello starts with 0x16; a letter is a plain HTTP method.
             Some(b) if b.is_ascii_uppercase() => {
-                if let Ok(mut plain) = Stream::new(tcp, None) {
+                if let Ok(plain) = Stream::new(tcp, None) {
                     let resp = Resp::error(
                         400,
                         "tls_required",
                         "this port speaks TLS: use https:// or wss://",
                     );
-                    let _ = write_response(&mut plain, resp, false, true);
+                    answer_and_close(plain, resp, limits);
                 }
                 return;
             }
@@ -112,55 +159,78 @@ pub fn serve(
             return;
         }
     };
-    // The first head (and with TLS, the handshake before it) must be in by then.
-    let mut deadline = Instant::now() + limits.http_head_timeout;
     let mut buf = Vec::with_capacity(1024);
+    let mut served = 0;
     loop {
-        let head = match read_head(&mut stream, &mut buf, limits.http_head_max, deadline) {
-            Ok(h) => h,
-            Err(e) => {
-                let resp = match e {
-                    ReadError::Head(HeadError::TooLarge) => Some(Resp::error(
-                        431,
-                        "header_too_large",
-                        "the request head is too large",
-                    )),
-                    ReadError::Timeout if !buf.is_empty() => Some(Resp::error(
-                        408,
-                        "request_timeout",
-                        "the request head took too long",
-                    )),
-                    ReadError::Head(HeadError::Malformed) => {
-                        Some(Resp::error(400, "bad_request", "malformed HTTP request"))
-                    }
-                    ReadError::Timeout | ReadError::Closed | ReadError::Io => None,
-                };
-                if let Some(resp) = resp {
-                    let _ = write_response(&mut stream, resp, false, true);
-                }
-                return;
+        let idle_slot = (served > 0).then_some(&slot);
+        let step = read_request(
+            &mut stream,
+            &mut buf,
+            limits.http_head_max,
+            deadline,
+            idle_slot,
+        );
+        let (head, len, body, keep_alive) = match step {
+            Ok(Step::Request {
+                head,
+                len,
+                body,
+                keep_alive,
+            }) => (head, len, body, keep_alive),
+            Ok(Step::Partial) | Err(ReadError::Closed | ReadError::Io) => return,
+            Err(ReadError::Timeout) if buf.is_empty() => return,
+            Err(ReadError::Timeout) => {
+                let resp = Resp::error(408, "request_timeout", "the request head took too long");
+                return answer_and_close(stream, resp, limits);
+            }
+            Ok(Step::TooLarge) => {
+                let resp = Resp::error(431, "header_too_large", "the request head is too large");
+                return answer_and_close(stream, resp, limits);
+            }
+            Ok(Step::Bad(why)) => {
+                debug!("{peer}: bad request: {why}");
+                return answer_and_close(stream, Resp::error(400, "bad_request", why), limits);
             }
         };
+        buf.drain(..len);
+        served += 1;
         // Behind a --trusted-proxy, the client is who its forwarding headers say.
         let remote = ctx.proxies.client(
             peer,
             head.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
         );
-        debug!("{remote} {} {}", head.method, query::redact(&head.target));
+        debug!(
+            "{remote} {} {}",
+            head.method,
+            logsafe::escape(&query::redact(&head.target))
+        );
         let head_only = head.method == "HEAD";
         match http::handle(&head, ctx.as_ref(), remote, side) {
             Action::Respond(resp) => {
-                let keep = head.keep_alive() && resp.status < 500;
-                if write_response(&mut stream, resp, head_only, !keep).is_err() || !keep {
-                    stream.close_notify();
+                let keep = keep_alive
+                    && resp.status < 500
+                    && served < limits.http_max_requests
+                    && !ctx.is_stopping();
+                let write_by = Instant::now() + limits.write_timeout;
+                if write_response(&mut stream, resp, head_only, !keep, write_by).is_err() {
                     return;
                 }
+                if !keep {
+                    return close_lingering(stream, limits.close_timeout);
+                }
                 deadline = Instant::now() + limits.http_head_timeout;
+            }
+            // What follows the head of an upgrade is WebSocket frames: a body there
+            // would be read as frames.
+            Action::Upgrade { .. } if body != Body::None => {
+                let resp = Resp::error(400, "bad_request", "an upgrade request has no body");
+                return answer_and_close(stream, resp, limits);
             }
             Action::Upgrade { accept, admission } => {
                 let Some(token) = ctx.session_token() else {
                     return;
                 };
+                stream.set_write_deadline(Instant::now() + limits.write_timeout);
                 let switched = response::switching_protocols(&accept);
                 if stream
                     .write_all(&switched)
@@ -170,9 +240,21 @@ pub fn serve(
                     return;
                 }
                 match admission {
-                    Ok(who) => session::run(stream, buf, who, remote, ctx, token),
+                    Ok(who) if slot.enter_session() => {
+                        session::run(stream, buf, who, remote, ctx, token)
+                    }
+                    Ok(who) => {
+                        info!(
+                            "refused session {} in {} from {remote}: every session slot is busy",
+                            who.peer, who.room
+                        );
+                        session::refuse(stream, ctx, CloseReason::ServerFull);
+                    }
                     Err(refusal) => {
-                        info!("refused session from {remote}: {}", refusal.detail);
+                        info!(
+                            "refused session from {remote}: {}",
+                            logsafe::escape(&refusal.detail)
+                        );
                         session::refuse(stream, ctx, refusal.reason);
                     }
                 }
@@ -182,9 +264,10 @@ pub fn serve(
     }
 }
 
-/// The first byte the client sends, within `timeout` (`None`: nothing came).
-fn first_byte(tcp: &TcpStream, timeout: Duration) -> Option<u8> {
-    tcp.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+/// The first byte the client sends, by `deadline` (`None`: nothing came).
+fn first_byte(tcp: &TcpStream, deadline: Instant) -> Option<u8> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))))
         .ok()?;
     let mut b = [0u8; 1];
     loop {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::router::RouterHandle;
+use super::slots::Slots;
 use super::swap::Swap;
 use crate::access::Access;
 use crate::config::Limits;
@@ -32,8 +33,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub hooks: Hooks,
     next_session: AtomicU64,
-    /// Open TCP connections (sessions included).
-    pub connections: AtomicUsize,
+    /// HTTP and session slots of the open connections.
+    pub slots: Arc<Slots>,
     /// Connection threads parked waiting for their next connection.
     pub spare_threads: AtomicUsize,
     sessions: Mutex<usize>,
@@ -53,6 +54,7 @@ impl Context {
         hooks: Hooks,
     ) -> Self {
         Context {
+            slots: Slots::new(&limits),
             limits,
             access: Swap::new(Arc::new(access)),
             ice: Swap::new(Arc::new(ice)),
@@ -61,7 +63,6 @@ impl Context {
             metrics,
             hooks,
             next_session: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
             spare_threads: AtomicUsize::new(0),
             sessions: Mutex::new(0),
             sessions_zero: Condvar::new(),
@@ -122,16 +123,6 @@ impl Drop for SessionToken {
                 self.0.sessions_zero.notify_all();
             }
         }
-    }
-}
-
-/// Decrements the connection count when a connection thread is done with it (or
-/// panics).
-pub struct ConnectionGuard(pub Arc<Context>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

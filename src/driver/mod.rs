@@ -1,9 +1,12 @@
 //! The threads and sockets around the pure core: the router thread ([`router`]), a
 //! connection's HTTP phase ([`conn`]) and its session ([`session`]), the bytes under
 //! both ([`transport`]), how a parked session thread is woken ([`wake`]), what all
-//! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]), and
-//! the bridge to Redis for a cluster ([`bridge`], [`inbox`], [`scripts`]).
+//! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]),
+//! connection slots ([`slots`]), the accept thread's rules for refusals and
+//! failures ([`accept`]), and the bridge to Redis for a cluster ([`bridge`],
+//! [`inbox`], [`scripts`]).
 
+pub mod accept;
 #[cfg(feature = "cluster")]
 pub mod bridge;
 #[cfg(not(feature = "cluster"))]
@@ -17,6 +20,7 @@ pub mod router;
 #[cfg(feature = "cluster")]
 pub mod scripts;
 pub mod session;
+pub mod slots;
 pub mod swap;
 pub mod transport;
 pub mod wake;

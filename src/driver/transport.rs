@@ -33,6 +33,9 @@ pub enum TlsConfig {}
 pub struct Stream {
     tcp: TcpStream,
     tls: Option<Tls>,
+    /// When set, no write goes on past it, however slowly the client reads (each
+    /// write(2) waits at most the time left).
+    write_deadline: Option<Instant>,
 }
 
 impl Stream {
@@ -47,7 +50,24 @@ impl Stream {
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
         };
-        Ok(Stream { tcp, tls })
+        Ok(Stream {
+            tcp,
+            tls,
+            write_deadline: None,
+        })
+    }
+
+    /// Bounds every later write by `deadline` (a whole response, not each write(2)).
+    pub fn set_write_deadline(&mut self, deadline: Instant) {
+        self.write_deadline = Some(deadline);
+    }
+
+    /// Sets the socket's write timeout to what is left before the write deadline.
+    fn arm_write(&self) -> io::Result<()> {
+        match self.write_deadline {
+            Some(deadline) => self.tcp.set_write_timeout(Some(left(deadline)?)),
+            None => Ok(()),
+        }
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -71,8 +91,12 @@ impl Stream {
                     tcp.set_read_timeout(Some(left(deadline)?))?;
                     conn.read_tls(tcp)
                 },
-                // Handshake replies and alerts go out before the next wait.
-                |conn, tcp| drain_blocking(conn, tcp).map(|_| ()),
+                // Handshake replies and alerts go out before the next wait, within
+                // the same deadline: a handshake that does not read is cut off too.
+                |conn, tcp| {
+                    tcp.set_write_timeout(Some(left(deadline)?))?;
+                    drain_blocking(conn, tcp, None)
+                },
             ),
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
@@ -84,7 +108,7 @@ impl Stream {
         #[cfg(feature = "tls")]
         if let Some(conn) = &mut self.tls {
             conn.send_close_notify();
-            let _ = drain_blocking(conn, &mut self.tcp);
+            let _ = drain_blocking(conn, &mut self.tcp, self.write_deadline);
         }
     }
 
@@ -135,10 +159,18 @@ fn read_plaintext<S>(
     }
 }
 
-/// Writes every pending TLS record, blocking (bounded by the socket's write timeout).
+/// Writes every pending TLS record, blocking (bounded by the socket's write timeout,
+/// re-armed to what is left before `deadline` for each write if there is one).
 #[cfg(feature = "tls")]
-fn drain_blocking(conn: &mut rustls::ServerConnection, tcp: &mut TcpStream) -> io::Result<()> {
+fn drain_blocking(
+    conn: &mut rustls::ServerConnection,
+    tcp: &mut TcpStream,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
     while conn.wants_write() {
+        if let Some(deadline) = deadline {
+            tcp.set_write_timeout(Some(left(deadline)?))?;
+        }
         if conn.write_tls(tcp)? == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -154,15 +186,19 @@ impl Read for Stream {
     }
 }
 
-/// Blocking writes, bounded by the socket's write timeout.
+/// Blocking writes, bounded by the write deadline if set, else by the socket's write
+/// timeout.
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
-            None => self.tcp.write(buf),
+            None => {
+                self.arm_write()?;
+                self.tcp.write(buf)
+            }
             #[cfg(feature = "tls")]
             Some(conn) => {
                 let n = conn.writer().write(buf)?;
-                drain_blocking(conn, &mut self.tcp)?;
+                drain_blocking(conn, &mut self.tcp, self.write_deadline)?;
                 Ok(n)
             }
             #[cfg(not(feature = "tls"))]
@@ -174,7 +210,7 @@ impl Write for Stream {
         match &mut self.tls {
             None => Ok(()),
             #[cfg(feature = "tls")]
-            Some(conn) => drain_blocking(conn, &mut self.tcp),
+            Some(conn) => drain_blocking(conn, &mut self.tcp, self.write_deadline),
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
         }
@@ -306,5 +342,55 @@ impl Write for Io<'_> {
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A reader that takes a little every few milliseconds keeps each write(2) going,
+    /// so a timeout per write never fires; the deadline for the whole response does.
+    #[test]
+    fn the_write_deadline_bounds_a_whole_response_against_a_trickling_reader() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if !matches!(client.read(&mut buf), Ok(1..)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let mut stream = Stream::new(server, None).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            stream.set_write_deadline(Instant::now() + Duration::from_millis(300));
+            // 256 MiB: at this reader's pace, hours.
+            let big = vec![0u8; 256 << 20];
+            let _ = tx.send(stream.write_all(&big).map_err(|e| e.kind()));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the write ended by its deadline");
+        assert!(
+            matches!(
+                result,
+                Err(io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+            ),
+            "{result:?}"
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap();
     }
 }

@@ -1,5 +1,9 @@
 //! HTTP/1.1 request heads: parsed from bytes by a pure function, so the rules can be
-//! tested (and fuzzed) without a socket. Parsing itself is httparse's.
+//! tested (and fuzzed) without a socket. Parsing itself is httparse's; on top of it
+//! two rules of RFC 9112 that httparse leaves lenient are strict here, so that a proxy
+//! in front cannot split a stream differently from us: lines end in CRLF (no bare LF,
+//! §2.2), and the request target is visible ASCII (§3.2). What a head means for the
+//! body and the connection is [`super::framing`]'s.
 
 /// Most headers a request may carry; more is 431.
 pub const MAX_HEADERS: usize = 64;
@@ -26,13 +30,22 @@ pub enum HeadError {
 /// Parses the head at the start of `buf`: `Ok(None)` if it is not complete yet, else
 /// the head and how many bytes it took.
 pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    // httparse is shown only the bytes before the first bare LF: a head that needs
+    // more than those has a bare LF in it, and an earlier fault is reported first.
+    let bare_lf = first_bare_lf(buf);
+    // httparse takes any byte above 0x7F in the target and says so only once the head
+    // is complete; an incomplete head with one is already not a request.
+    if target_so_far(buf).iter().any(|b| !b.is_ascii_graphic()) {
+        return Err(HeadError::Malformed);
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    match req.parse(&buf[..bare_lf.unwrap_or(buf.len())]) {
         Ok(httparse::Status::Complete(len)) => {
+            let target = req.path.unwrap_or("");
             let head = Head {
                 method: req.method.unwrap_or("").to_owned(),
-                target: req.path.unwrap_or("").to_owned(),
+                target: target.to_owned(),
                 minor_version: req.version.unwrap_or(1),
                 headers: req
                     .headers
@@ -47,10 +60,38 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             };
             Ok(Some((head, len)))
         }
+        Ok(httparse::Status::Partial) if bare_lf.is_some() => Err(HeadError::Malformed),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(_) => Err(HeadError::Malformed),
     }
+}
+
+/// The request target as far as it has arrived: between the first and the second
+/// space of the request line (after the empty lines a client may send before it).
+fn target_so_far(buf: &[u8]) -> &[u8] {
+    let mut line = buf;
+    while let Some(rest) = line.strip_prefix(b"\r\n") {
+        line = rest;
+    }
+    let line = &line[..line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len())];
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return &[];
+    };
+    let rest = &line[sp + 1..];
+    &rest[..rest.iter().position(|&b| b == b' ').unwrap_or(rest.len())]
+}
+
+/// Where the first LF not preceded by CR is: httparse takes it as a line end, a proxy
+/// may not.
+fn first_bare_lf(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
 }
 
 impl Head {
@@ -71,17 +112,10 @@ impl Head {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
-    /// A request with a body we do not read cannot be followed by another request.
-    pub fn has_body(&self) -> bool {
-        self.header("transfer-encoding").is_some()
-            || self
-                .header("content-length")
-                .is_some_and(|v| v.trim() != "0")
-    }
-
-    /// Whether the connection may carry another request after this one.
+    /// Whether the client lets the connection carry another request after this one
+    /// (the body, if any, is [`super::framing`]'s business).
     pub fn keep_alive(&self) -> bool {
-        if self.has_body() || self.header_has_token("connection", "close") {
+        if self.header_has_token("connection", "close") {
             return false;
         }
         self.minor_version >= 1 || self.header_has_token("connection", "keep-alive")
@@ -129,7 +163,27 @@ mod tests {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
         assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
-        assert!(!head("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n").keep_alive());
-        assert!(head("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn bare_lf_and_non_ascii_targets_are_malformed() {
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\nHost: h\n\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: h\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nX: a\n"),
+            Err(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse("GET /\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes()),
+            Err(HeadError::Malformed)
+        );
+        // Known before the head is complete.
+        assert_eq!(parse("GET /\u{e9}".as_bytes()), Err(HeadError::Malformed));
     }
 }

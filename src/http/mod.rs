@@ -5,6 +5,7 @@
 //! writing; nothing here touches a socket.
 
 pub mod cors;
+pub mod framing;
 pub mod head;
 pub mod ops;
 pub mod response;

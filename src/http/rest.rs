@@ -3,6 +3,7 @@
 //! list with per-request TURN credentials.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::{debug, info};
 
@@ -27,7 +28,7 @@ pub fn admin_token(head: &Head, ctx: &dyn Backend, remote: SocketAddr) -> Result
         debug!(
             "{remote} {} {}: {e}",
             head.method,
-            query::redact(&head.target)
+            crate::logsafe::escape(&query::redact(&head.target))
         );
         auth_failure(e)
     })
@@ -47,28 +48,43 @@ fn auth_failure(e: AuthError) -> Resp {
 
 /// `GET /webrtc/ice-servers`: with auth on it needs a valid token of any kind, as a
 /// bearer header or as `?token=` (what the built-in client sends). The body built at
-/// start, or with a TURN secret, that body with credentials minted for this request
-/// (user part: `?peer=` if valid).
+/// start, or with a TURN secret, that body with credentials minted for this request.
+/// With auth on, the credentials follow the token: their user is the token's peer
+/// (a random one for a token without a valid peer) and they expire no later than
+/// the token; without auth, the user is `?peer=` if valid.
 pub fn ice_servers(head: &Head, ctx: &dyn Backend, query: Option<&str>) -> Resp {
+    let now = access::now_secs();
+    let mut ttl = ctx.ice().turn_ttl;
+    let mut user = None;
     let access = ctx.access();
     if let Some(verifier) = &access.verifier {
         let from_query = query::param(query, "token");
         let token = access::bearer(head.header("authorization")).or(from_query.as_deref());
-        let checked = match token {
+        let claims = match token {
             None => Err(AuthError::Missing),
-            Some(t) => verifier.verify(t).map(|_| ()),
+            Some(t) => verifier.verify(t),
         };
-        if let Err(e) = checked {
-            return auth_failure(e);
+        match claims {
+            Ok(claims) => {
+                ttl = ttl.min(Duration::from_secs(claims.exp.saturating_sub(now)));
+                user = Some(
+                    claims
+                        .peer
+                        .and_then(|p| PeerId::parse(&p).ok())
+                        .map_or_else(ice::random_user, |p| p.as_str().to_owned()),
+                );
+            }
+            Err(e) => return auth_failure(e),
         }
     }
     let ice = ctx.ice();
     let Some(secret) = &ice.turn_secret else {
         return Resp::new(200, JSON, ice.static_json.as_bytes().to_vec());
     };
-    let now = access::now_secs();
-    let user = ice::user_from_query(query).unwrap_or_else(ice::random_user);
-    let body = ice::with_turn_credentials(&ice.static_json, secret, ice.turn_ttl, now, &user);
+    let user = user
+        .or_else(|| ice::user_from_query(query))
+        .unwrap_or_else(ice::random_user);
+    let body = ice::with_turn_credentials(&ice.static_json, secret, ttl, now, &user);
     // Credentials are per client: no cache may hand them to someone else.
     Resp::new(200, JSON, body).with("Cache-Control", "no-store")
 }

@@ -165,21 +165,79 @@ fn append_sender(text: &str, from: &PeerId) -> String {
 }
 
 /// The rare case: the sender supplied its own `from_peer_id`; the server's value wins.
-/// Values are kept as raw JSON text, so nothing but that field changes.
+/// That member is cut out of the text and every other member is kept byte for byte,
+/// in its place (keys as the sender escaped them, values as sent, duplicates of
+/// fields the server does not read included). `text` is a valid JSON object here
+/// (serde has read all of it), and the fields the server reads appear once (serde
+/// refuses a duplicate of them), so there is exactly one member to cut.
 fn rewrite_with_sender(text: &str, from: &PeerId) -> Result<String, Rejection> {
-    let mut map: std::collections::BTreeMap<String, &RawValue> = serde_json::from_str(text)
-        .map_err(|e| Rejection::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
-    map.remove("from_peer_id");
-    let mut out = serde_json::to_string(&map)
-        .map_err(|e| Rejection::new(ErrorCode::InvalidMessage, format!("{e}")))?;
-    out.truncate(out.len() - 1);
-    if !map.is_empty() {
+    let members = top_level_members(text).ok_or_else(|| {
+        Rejection::new(ErrorCode::InvalidJson, "the message is not a JSON object")
+    })?;
+    let mut out = String::with_capacity(text.len() + from.as_str().len() + 20);
+    out.push('{');
+    for member in members {
+        let name = serde_json::from_str::<Cow<'_, str>>(&member[..string_len(member)]);
+        if name.as_deref().ok() == Some("from_peer_id") {
+            continue;
+        }
+        out.push_str(member);
         out.push(',');
     }
     out.push_str("\"from_peer_id\":\"");
     out.push_str(from.as_str());
     out.push_str("\"}");
     Ok(out)
+}
+
+/// The length of the JSON string at the start of `s` (0 if there is none).
+fn string_len(s: &str) -> usize {
+    let mut escaped = false;
+    for (i, b) in s.bytes().enumerate().skip(1) {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return i + 1,
+            _ => {}
+        }
+    }
+    0
+}
+
+/// The text of each member (`"key": value`, without the whitespace around it) of
+/// the JSON object `text`, in order; `None` if `text` is not an object. A scan of
+/// depth and strings only: `text` has been validated already.
+fn top_level_members(text: &str) -> Option<Vec<&str>> {
+    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let bytes = body.as_bytes();
+    let (mut members, mut start, mut depth) = (Vec::new(), 0, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' if depth == 0 => {
+                members.push(body[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = body[start..].trim();
+    if !last.is_empty() {
+        members.push(last);
+    }
+    Some(members)
 }
 
 /// Longest piece of client text echoed in an error: a reply must stay small whatever

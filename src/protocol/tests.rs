@@ -79,6 +79,45 @@ fn sender_supplied_from_peer_id_is_overwritten() {
 }
 
 #[test]
+fn a_replaced_from_peer_id_leaves_every_other_member_as_sent() {
+    let text = "{ \"x\" : [1,2.50,\"a,b\\\"}\"], \"from_peer_id\":\"evil\",\"type\":\"offer\",\
+                \"offer\":{\"sdp\":\"v=0\"},\"x\":\"dup\",\"k:\\u0065\":1e3,\"target_peer_id\":\"p2\"}";
+    let Inbound::Relay { frame, .. } = parse_inbound(text, &peer("me")).unwrap() else {
+        panic!("not a relay");
+    };
+    assert_eq!(
+        frame,
+        "{\"x\" : [1,2.50,\"a,b\\\"}\"],\"type\":\"offer\",\"offer\":{\"sdp\":\"v=0\"},\
+         \"x\":\"dup\",\"k:\\u0065\":1e3,\"target_peer_id\":\"p2\",\"from_peer_id\":\"me\"}"
+    );
+    // Escaped, the key is still from_peer_id.
+    let text = r#"{"from\u005fpeer_id":"evil","type":"ping"}"#;
+    assert_eq!(parse_inbound(text, &peer("me")), Ok(Inbound::Ping));
+    let text = r#"{"type":"offer","offer":{},"target_peer_id":"p2","from\u005fpeer_id":"e"}"#;
+    let Inbound::Relay { frame, .. } = parse_inbound(text, &peer("me")).unwrap() else {
+        panic!("not a relay");
+    };
+    assert_eq!(
+        frame,
+        r#"{"type":"offer","offer":{},"target_peer_id":"p2","from_peer_id":"me"}"#
+    );
+}
+
+#[test]
+fn duplicates_of_the_fields_the_server_reads_are_refused() {
+    for text in [
+        r#"{"type":"offer","type":"ping","offer":{},"target_peer_id":"p2"}"#,
+        r#"{"type":"offer","offer":{},"target_peer_id":"p2","target_peer_id":"p3"}"#,
+        r#"{"type":"offer","offer":{},"target_peer_id":"p2","from_peer_id":"a","from_peer_id":"b"}"#,
+        r#"{"type":"offer","offer":{},"offer":1,"target_peer_id":"p2"}"#,
+        r#"{"type":"offer","offer":{},"target_peer_id":"p2","t\u0061rget_peer_id":"p3"}"#,
+    ] {
+        let e = parse_inbound(text, &peer("me")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidMessage, "{text}: {e:?}");
+    }
+}
+
+#[test]
 fn ping_and_errors() {
     assert_eq!(
         parse_inbound(r#" {"type":"ping"} "#, &peer("me")).unwrap(),

@@ -841,6 +841,11 @@ impl Process {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
+    /// The process id (for tools such as prlimit).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();
         let status = std::process::Command::new("kill")
