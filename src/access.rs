@@ -9,16 +9,17 @@
 //! HS256 secrets shorter than the hash (32 bytes, RFC 7518 §3.2) are refused.
 //!
 //! No I/O: the HTTP layer hands in the token and headers, this module answers yes or
-//! no with a reason for the log. Token parsing and signature checks are jsonwebtoken's
-//! (its HMAC check is constant-time); `alg: none` has no `Algorithm` variant there, so
-//! such a token never parses.
+//! no with a reason for the log. The token's form and signature are `jwt`'s (HS256,
+//! RS256, ES256, each key for one; `alg: none` or any other is refused); the claims,
+//! their times, audience and issuer are checked here.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+use crate::jwt::{self, JwtError, VerifyKey};
+use crate::protocol::scan;
 
 /// The audience an admin token must carry (beside `admin: true`).
 pub const ADMIN_AUDIENCE: &str = "webrtc-signaling:admin";
@@ -44,6 +45,9 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Not before, seconds since the Unix epoch (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Audiences: one string or a list (RFC 7519 §4.1.3).
     #[serde(default, skip_serializing_if = "Audience::is_empty")]
     pub aud: Audience,
@@ -128,7 +132,7 @@ impl fmt::Display for AuthError {
             AuthError::NotYetValid => f.write_str("token not valid yet (nbf)"),
             AuthError::BadSignature => f.write_str("bad token signature"),
             AuthError::UnsupportedAlgorithm(alg) => {
-                write!(f, "token algorithm {alg} is not accepted")
+                write!(f, "token algorithm {alg:?} is not accepted")
             }
             AuthError::WrongRoom => f.write_str("token is for another room"),
             AuthError::WrongPeer => f.write_str("token is for another peer"),
@@ -147,9 +151,8 @@ impl std::error::Error for AuthError {}
 /// The keys tokens are checked with, the clock-skew allowance, and the audience and
 /// issuer every token must name (if configured).
 pub struct Verifier {
-    hs256: Option<DecodingKey>,
-    rsa: Option<DecodingKey>,
-    ec: Option<DecodingKey>,
+    /// At most one key per algorithm.
+    keys: Vec<VerifyKey>,
     leeway_secs: u64,
     audience: Option<String>,
     issuer: Option<String>,
@@ -157,10 +160,9 @@ pub struct Verifier {
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The keys' algorithms only, never a secret.
         f.debug_struct("Verifier")
-            .field("hs256", &self.hs256.is_some())
-            .field("rsa", &self.rsa.is_some())
-            .field("ec", &self.ec.is_some())
+            .field("keys", &self.keys)
             .field("leeway_secs", &self.leeway_secs)
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
@@ -176,36 +178,31 @@ impl Verifier {
         public_key_pem: Option<&[u8]>,
         leeway_secs: u64,
     ) -> Result<Verifier, String> {
-        if let Some(secret) = secret {
-            check_secret(secret)?;
+        if !jwt::SUPPORTED {
+            return Err(jwt::UNSUPPORTED.to_owned());
         }
         if leeway_secs > MAX_LEEWAY_SECS {
             return Err(format!(
                 "the token leeway ({leeway_secs} s) must be at most {MAX_LEEWAY_SECS} s"
             ));
         }
-        let mut v = Verifier {
-            hs256: secret.map(DecodingKey::from_secret),
-            rsa: None,
-            ec: None,
+        let mut keys = Vec::new();
+        if let Some(secret) = secret {
+            check_secret(secret)?;
+            keys.push(VerifyKey::hs256(secret));
+        }
+        if let Some(pem) = public_key_pem {
+            keys.push(VerifyKey::from_public_pem(pem)?);
+        }
+        if keys.is_empty() {
+            return Err("no secret and no public key".to_owned());
+        }
+        Ok(Verifier {
+            keys,
             leeway_secs,
             audience: None,
             issuer: None,
-        };
-        if let Some(pem) = public_key_pem {
-            // The PEM label does not say which kind of key it is; the parsers do.
-            if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-                v.ec = Some(k);
-            } else if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-                v.rsa = Some(k);
-            } else {
-                return Err("not an RSA or EC public key in PEM".to_owned());
-            }
-        }
-        if v.hs256.is_none() && v.rsa.is_none() && v.ec.is_none() {
-            return Err("no secret and no public key".to_owned());
-        }
-        Ok(v)
+        })
     }
 
     /// Every token must carry `audience` in its `aud` (`--auth-audience`).
@@ -231,43 +228,35 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        if too_deep(token) {
+        let claims = jwt::verify(token, &self.keys).map_err(|e| match e {
+            JwtError::Malformed => AuthError::Malformed,
+            JwtError::UnsupportedAlgorithm(alg) => AuthError::UnsupportedAlgorithm(alg),
+            JwtError::BadSignature => AuthError::BadSignature,
+        })?;
+        if scan::nests_deeper(&claims, jwt::MAX_DEPTH) {
             return Err(AuthError::Malformed);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-        let key = match header.alg {
-            Algorithm::HS256 => self.hs256.as_ref(),
-            Algorithm::RS256 => self.rsa.as_ref(),
-            Algorithm::ES256 => self.ec.as_ref(),
-            _ => None,
+        // `exp` is required: a token without it does not parse.
+        let claims: Claims = serde_json::from_slice(&claims).map_err(|_| AuthError::Malformed)?;
+        let now = now_secs();
+        if claims.exp.saturating_add(self.leeway_secs) < now {
+            return Err(AuthError::Expired);
         }
-        .ok_or_else(|| AuthError::UnsupportedAlgorithm(format!("{:?}", header.alg)))?;
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = self.leeway_secs;
-        validation.validate_nbf = true;
-        // Checked below, where a list must hold the configured audience and, for admin
-        // tokens, ADMIN_AUDIENCE as well.
-        validation.validate_aud = false;
-        match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-            Ok(data) => {
-                let claims = data.claims;
-                if let Some(aud) = &self.audience {
-                    if !claims.aud.contains(aud) {
-                        return Err(AuthError::WrongAudience);
-                    }
-                }
-                if self.issuer.is_some() && claims.iss != self.issuer {
-                    return Err(AuthError::WrongIssuer);
-                }
-                Ok(claims)
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway_secs))
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        if let Some(aud) = &self.audience {
+            if !claims.aud.contains(aud) {
+                return Err(AuthError::WrongAudience);
             }
-            Err(e) => Err(match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                _ => AuthError::Malformed,
-            }),
         }
+        if self.issuer.is_some() && claims.iss != self.issuer {
+            return Err(AuthError::WrongIssuer);
+        }
+        Ok(claims)
     }
 
     /// A signaling session: the token must name exactly this room and peer.
@@ -294,47 +283,6 @@ impl Verifier {
     }
 }
 
-/// Deepest nesting of arrays and objects a token's header or claims may have. Ours
-/// need 2 (an `aud` list); serde_json would go to 128, and at that depth its recursion
-/// overflows a 64 KiB connection thread stack in a debug build. Checked before any
-/// JSON parser sees the token.
-const MAX_TOKEN_DEPTH: usize = 16;
-
-/// Whether the header or the claims of `token` nest deeper than [`MAX_TOKEN_DEPTH`]
-/// (a segment that is not base64url is left for the JWT parser to refuse).
-fn too_deep(token: &str) -> bool {
-    use base64::Engine as _;
-    token.split('.').take(2).any(|segment| {
-        let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else {
-            return false;
-        };
-        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-        for b in json {
-            if in_string {
-                match b {
-                    _ if escaped => escaped = false,
-                    b'\\' => escaped = true,
-                    b'"' => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_TOKEN_DEPTH {
-                        return true;
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-        false
-    })
-}
-
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -357,12 +305,7 @@ pub fn check_secret(secret: &[u8]) -> Result<(), String> {
 /// Signs `claims` with HS256 (what `webrtc-signaling token` prints).
 pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, String> {
     check_secret(secret)?;
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| e.to_string())
+    jwt::sign_hs256(secret, claims)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

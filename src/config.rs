@@ -347,13 +347,8 @@ impl Config {
             return err("--turn-secret makes credentials for --turn servers, but there are none");
         }
         if let Some(url) = &self.cluster.redis {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-            {
-                return Err(ConfigError(format!(
-                    "--redis {url:?}: expected redis://HOST:PORT[/DB]"
-                )));
+            if let Err(e) = crate::redis_url::parse(url) {
+                return Err(ConfigError(format!("--redis: {e}")));
             }
             if self.cluster.ttl < Duration::from_secs(1) {
                 return err("--cluster-ttl must be at least 1 second");

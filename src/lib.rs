@@ -24,11 +24,13 @@ mod driver;
 pub mod hooks;
 mod http;
 pub mod ice;
+pub mod jwt;
 pub mod logsafe;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod query;
+pub mod redis_url;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;

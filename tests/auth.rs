@@ -1,6 +1,7 @@
 //! Room tokens (PROTOCOL.md §5 close 4401 `unauthorized`, §6 with auth on): a real
 //! server with `auth_secret` / `auth_public_key`, real sockets, tokens signed by the
-//! server's own `access::mint` (HS256) or by jsonwebtoken (RS256, ES256, hand-made).
+//! server's own `access::mint` (HS256), or put together here and signed with ring
+//! (RS256, ES256, other algorithms, hand-made ones).
 
 mod common;
 
@@ -10,7 +11,9 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::{assert_still_works, start, start_with, Client, HttpResponse};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::hmac;
+use ring::rand::SystemRandom;
+use ring::signature::{self as sig, EcdsaKeyPair, RsaKeyPair};
 use serde_json::{json, Value};
 use webrtc_signaling::access::{self, Claims};
 use webrtc_signaling::{Secret, Server};
@@ -23,53 +26,100 @@ const RSA_PUBLIC: &str = include_str!("fixtures/rs256-test-key.pub.pem");
 
 // ---------------------------------------------------------------- token issuers
 
+/// How an [`Issuer`] signs.
+enum Key {
+    Hmac(hmac::Algorithm, Vec<u8>),
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
 /// Whoever signs tokens for a test: HS256 with a shared secret (through the server's
-/// own `access::mint`), or RS256/ES256 with a private key (through jsonwebtoken).
+/// own `access::mint`), or any algorithm put together here and signed with ring.
 struct Issuer {
-    alg: Algorithm,
-    key: EncodingKey,
-    secret: Option<Vec<u8>>,
+    alg: &'static str,
+    key: Key,
+}
+
+/// The DER inside the first PEM block of `pem`.
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("PEM body is base64")
 }
 
 impl Issuer {
     fn hs256(secret: &str) -> Issuer {
+        Issuer::hmac("HS256", hmac::HMAC_SHA256, secret)
+    }
+
+    fn hmac(alg: &'static str, h: hmac::Algorithm, secret: &str) -> Issuer {
         Issuer {
-            alg: Algorithm::HS256,
-            key: EncodingKey::from_secret(secret.as_bytes()),
-            secret: Some(secret.as_bytes().to_vec()),
+            alg,
+            key: Key::Hmac(h, secret.as_bytes().to_vec()),
         }
     }
 
     fn rs256() -> Issuer {
+        let der = pem_der(RSA_PRIVATE);
         Issuer {
-            alg: Algorithm::RS256,
-            key: EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes())
-                .expect("tests/fixtures/rs256-test-key.pem is an RSA private key"),
-            secret: None,
+            alg: "RS256",
+            key: Key::Rsa(
+                RsaKeyPair::from_pkcs8(&der)
+                    .expect("tests/fixtures/rs256-test-key.pem is a PKCS#8 RSA private key"),
+            ),
         }
     }
 
     /// ES256 with `private_pem`, a PKCS#8 P-256 key (rcgen's `serialize_pem`).
     fn es256(private_pem: &str) -> Issuer {
+        let der = pem_der(private_pem);
+        let kp = EcdsaKeyPair::from_pkcs8(
+            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &der,
+            &SystemRandom::new(),
+        )
+        .expect("rcgen's key is a PKCS#8 P-256 private key");
         Issuer {
-            alg: Algorithm::ES256,
-            key: EncodingKey::from_ec_pem(private_pem.as_bytes())
-                .expect("rcgen's key is a PKCS#8 P-256 private key"),
-            secret: None,
+            alg: "ES256",
+            key: Key::Ec(kp),
         }
     }
 
     fn sign(&self, claims: &Claims) -> String {
-        match &self.secret {
-            Some(secret) => access::mint(secret, claims).expect("access::mint signs HS256"),
-            None => self.sign_json(&serde_json::to_value(claims).expect("claims serialise")),
+        match &self.key {
+            Key::Hmac(_, secret) if self.alg == "HS256" => {
+                access::mint(secret, claims).expect("access::mint signs HS256")
+            }
+            _ => self.sign_json(&serde_json::to_value(claims).expect("claims serialise")),
         }
     }
 
-    /// Any claims, including ones `Claims` cannot express (nbf, no exp).
+    /// Any claims, including ones `Claims` cannot express (no exp, odd types).
     fn sign_json(&self, claims: &Value) -> String {
-        jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key)
-            .unwrap_or_else(|e| panic!("signing {claims} with {:?}: {e}", self.alg))
+        let input = format!(
+            "{}.{}",
+            b64(&json!({"alg": self.alg, "typ": "JWT"})),
+            b64(claims)
+        );
+        let rng = SystemRandom::new();
+        let signature = match &self.key {
+            Key::Hmac(h, secret) => hmac::sign(&hmac::Key::new(*h, secret), input.as_bytes())
+                .as_ref()
+                .to_vec(),
+            Key::Rsa(kp) => {
+                let mut out = vec![0; kp.public().modulus_len()];
+                kp.sign(&sig::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut out)
+                    .expect("RSA signing");
+                out
+            }
+            Key::Ec(kp) => kp
+                .sign(&rng, input.as_bytes())
+                .expect("ECDSA signing")
+                .as_ref()
+                .to_vec(),
+        };
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
     /// A token for room/peer expiring `exp_offset` seconds from now.
@@ -419,13 +469,8 @@ fn hmac_algorithms_other_than_hs256_are_4401() {
     let server = auth_server();
     let addr = server.local_addr();
     let claims = json!({"room": "room", "peer": "x", "exp": access::now_secs() + 3600});
-    for alg in [Algorithm::HS384, Algorithm::HS512] {
-        let token = jsonwebtoken::encode(
-            &Header::new(alg),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .expect("sign");
+    for (alg, h) in [("HS384", hmac::HMAC_SHA384), ("HS512", hmac::HMAC_SHA512)] {
+        let token = Issuer::hmac(alg, h, SECRET).sign_json(&claims);
         expect_unauthorized(addr, "room", "x", Some(&token));
     }
     let _x = join_with(

@@ -393,15 +393,32 @@ fn admin_token_from_the_binary_opens_the_room_listings() {
 
 #[test]
 fn server_with_a_public_key_file_accepts_rs256_tokens() {
-    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
     let dir = env!("CARGO_MANIFEST_DIR");
     let public = format!("{dir}/tests/fixtures/rs256-test-key.pub.pem");
-    let private = std::fs::read(format!("{dir}/tests/fixtures/rs256-test-key.pem"))
+    let private = std::fs::read_to_string(format!("{dir}/tests/fixtures/rs256-test-key.pem"))
         .expect("read the RSA test key");
-    let key = EncodingKey::from_rsa_pem(&private).expect("an RSA private key");
+    let der: String = private
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let key = RsaKeyPair::from_pkcs8(&STANDARD.decode(der).expect("PEM body"))
+        .expect("a PKCS#8 RSA private key");
     let claims =
         json!({"room": "r", "peer": "p", "exp": webrtc_signaling::access::now_secs() + 3600});
-    let token = encode(&Header::new(Algorithm::RS256), &claims, &key).expect("sign RS256");
+    let b64 = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let input = format!("{}.{}", b64(json!({"alg": "RS256"})), b64(claims));
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .expect("sign RS256");
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
     let (_server, addr) = start(&["--auth-public-key", &public]);
     let _p = join_with_token(addr, "r", "p", &token);
     expect_4401(addr, "/webrtc/signaling/r/q");

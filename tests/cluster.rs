@@ -171,6 +171,58 @@ fn relays_across_instances_keep_their_order_under_load() {
 }
 
 #[test]
+fn a_password_and_a_database_in_the_url_reach_redis() {
+    // '@' and ' ' in the password travel percent-encoded in the URL.
+    let redis = match Redis::start_with(
+        "a_password_and_a_database_in_the_url",
+        &["--requirepass", "p@ss word"],
+    ) {
+        Some(r) => r,
+        None => return,
+    };
+    let url = format!("redis://:p%40ss%20word@127.0.0.1:{}/3", redis.port);
+    let cfg = |c: &mut webrtc_signaling::Config| c.cluster.redis = Some(url.clone());
+    let (one, two) = (instance(&redis, cfg), instance(&redis, cfg));
+    wait_health(one.local_addr(), 200);
+    wait_health(two.local_addr(), 200);
+    let mut a = Client::join_expect(one.local_addr(), "locked", "a", &[]);
+    let mut b = Client::join_expect(two.local_addr(), "locked", "b", &["a"]);
+    a.expect_json(joined("b"));
+    b.send_json(&candidate("a", 1));
+    a.expect_json(relayed_candidate("a", 1, "b"));
+    // The rooms live in database 3: an unauthenticated client sees nothing, and
+    // database 0 holds nothing of ours.
+    let mut plain = redis_cli(redis.port);
+    assert!(redis_cmd(&mut plain, &["PING"]).contains("NOAUTH"));
+    assert!(redis_cmd(&mut plain, &["AUTH", "p@ss word"]).contains("OK"));
+    assert_eq!(redis_cmd(&mut plain, &["DBSIZE"]), ":0\r\n");
+    redis_cmd(&mut plain, &["SELECT", "3"]);
+    assert_ne!(redis_cmd(&mut plain, &["DBSIZE"]), ":0\r\n");
+}
+
+/// A raw RESP connection: what an operator's redis-cli would see.
+fn redis_cli(port: u16) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s
+}
+
+/// Sends one command and returns the first reply line (with its CRLF).
+fn redis_cmd(s: &mut std::net::TcpStream, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    s.write_all(req.as_bytes()).expect("write to redis");
+    let mut line = String::new();
+    std::io::BufReader::new(&mut *s)
+        .read_line(&mut line)
+        .expect("redis reply");
+    line
+}
+
+#[test]
 fn room_limits_count_the_whole_room() {
     let redis = redis_or_skip!("room_limits_count_the_whole_room");
     let cfg = |c: &mut webrtc_signaling::Config| c.limits.max_room_peers = 2;

@@ -377,7 +377,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     ),
     flag!(
         "resume-grace",
-        "SECS",
+        "DURATION",
         "hold a peer whose connection dropped this long for its reconnect (resume_token); \
          the room sees peer_left only after it, 0 = off [10]",
         |c, v| c.config.limits.resume_grace = secs(v)?
@@ -428,13 +428,14 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag!(
         "redis",
         "URL",
-        "redis://HOST:PORT[/DB]: share rooms with every instance started with the same \
-         Redis, behind any load balancer (PROTOCOL.md §9) [none: one instance]",
+        "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix://PATH: share rooms with every \
+         instance started with the same Redis, behind any load balancer (PROTOCOL.md §9) \
+         [none: one instance]",
         |c, v| c.config.cluster.redis = Some(v.to_owned())
     ),
     flag!(
         "cluster-ttl",
-        "SECS",
+        "DURATION",
         "with --redis: an instance gone this long without a goodbye has its peers \
          leave [10]",
         |c, v| c.config.cluster.ttl = secs(v)?

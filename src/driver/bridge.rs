@@ -77,7 +77,25 @@ impl Bridge {
 }
 
 pub(super) fn connect(url: &str, read_timeout: Duration) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(url)?;
+    use crate::redis_url::{self, Addr};
+    use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+    // Checked at start-up (Config::validate), so an error here is a bug, not input.
+    let parsed = redis_url::parse(url).map_err(|e| {
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "--redis", e))
+    })?;
+    let addr = match parsed.addr {
+        Addr::Tcp { host, port } => ConnectionAddr::Tcp(host, port),
+        Addr::Unix(path) => ConnectionAddr::Unix(path.into()),
+    };
+    let mut settings = RedisConnectionInfo::default().set_db(parsed.db);
+    if let Some(u) = parsed.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = parsed.password {
+        settings = settings.set_password(p);
+    }
+    let info: ConnectionInfo = addr.into_connection_info()?.set_redis_settings(settings);
+    let client = redis::Client::open(info)?;
     let con = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
     con.set_read_timeout(Some(read_timeout))?;
     con.set_write_timeout(Some(COMMAND_TIMEOUT))?;

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ErrorCode, PeerId, RelayKind};
+use super::{scan, ErrorCode, PeerId, RelayKind};
 
 /// A validated client message.
 #[derive(Debug, PartialEq, Eq)]
@@ -209,21 +209,9 @@ fn string_len(s: &str) -> usize {
 /// depth and strings only: `text` has been validated already.
 fn top_level_members(text: &str) -> Option<Vec<&str>> {
     let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
-    let bytes = body.as_bytes();
     let (mut members, mut start, mut depth) = (Vec::new(), 0, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    for (i, b) in scan::outside_strings(body.as_bytes()) {
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.checked_sub(1)?,
             b',' if depth == 0 => {

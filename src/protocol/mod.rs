@@ -341,6 +341,7 @@ impl RelayKind {
 
 mod inbound;
 pub mod outbound;
+pub mod scan;
 
 pub use inbound::{parse_inbound, Inbound, Rejection};
 

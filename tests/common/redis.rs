@@ -13,6 +13,7 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 fn redis_server() -> Option<PathBuf> {
@@ -25,6 +26,11 @@ fn redis_server() -> Option<PathBuf> {
 impl Redis {
     /// A running server, or `None` (the test skips) when redis-server is missing.
     pub fn start(test: &str) -> Option<Redis> {
+        Redis::start_with(test, &[])
+    }
+
+    /// As `start`, with more redis-server arguments (e.g. `--requirepass`).
+    pub fn start_with(test: &str, args: &[&str]) -> Option<Redis> {
         let Some(bin) = redis_server() else {
             if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
                 panic!("redis-server is not installed ({REQUIRE_ENV}=1 makes this a failure)");
@@ -42,6 +48,7 @@ impl Redis {
             child: None,
             port,
             dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         r.spawn(&bin);
         Some(r)
@@ -52,6 +59,7 @@ impl Redis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--logfile", ""])
+            .args(&self.args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
