@@ -390,7 +390,14 @@ pub fn h_client_plumbing(env: &Env, server: &Server, ice_servers: &str) {
         p.assert_peers(&[]);
         p.assert_remote_videos(&[]);
     }
-    b.assert_no_exceptions();
+    // After the shutdown the pages retry until Disconnect, and Firefox reports each
+    // attempt that meets the closed port (or is cut off by it) on the console: the
+    // reconnection this scenario provokes on purpose. How many it makes depends on
+    // how fast the test clicks Disconnect.
+    b.assert_no_exceptions_but(&[
+        "establish a connection to the server at ws://",
+        "was interrupted while the page was loading",
+    ]);
 }
 
 /// Both have their camera on before they meet, so the one in the room and
