@@ -2,7 +2,7 @@
 //! connection's HTTP phase ([`conn`]) and its session ([`session`]), the bytes under
 //! both ([`transport`]), how a parked session thread is woken ([`wake`]), what all
 //! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]),
-//! connection slots ([`slots`]), the accept thread's rules for refusals and
+//! each session's queue ([`queue`]), connection slots ([`slots`]), the accept thread's rules for refusals and
 //! failures ([`accept`]), and the bridge to Redis for a cluster ([`bridge`],
 //! [`inbox`], [`scripts`]).
 
@@ -16,6 +16,7 @@ pub mod conn;
 pub mod context;
 #[cfg(feature = "cluster")]
 pub mod inbox;
+pub mod queue;
 pub mod router;
 #[cfg(feature = "cluster")]
 pub mod scripts;
