@@ -2,7 +2,7 @@
 //! connection's HTTP phase ([`conn`]) and its session ([`session`]), the bytes under
 //! both ([`transport`]), how a parked session thread is woken ([`wake`]), what all
 //! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]),
-//! each session's queue ([`queue`]), connection slots ([`slots`]), the accept thread's rules for refusals and
+//! each session's queue ([`queue`]), giving back stack pages ([`stack`]), connection slots ([`slots`]), the accept thread's rules for refusals and
 //! failures ([`accept`]), and the bridge to Redis for a cluster ([`bridge`],
 //! [`inbox`], [`scripts`]).
 
@@ -22,6 +22,7 @@ pub mod router;
 pub mod scripts;
 pub mod session;
 pub mod slots;
+pub mod stack;
 pub mod swap;
 pub mod transport;
 pub mod wake;
