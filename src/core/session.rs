@@ -83,6 +83,10 @@ pub struct Session {
     blocked_since: Option<Instant>,
     /// The router holds this peer's sends back (its target is behind).
     paused: bool,
+    /// Whether the client's bytes have reached the codec yet. Until then the codec
+    /// has no read buffer (`--read-buffer` bytes per session): many peers join and
+    /// then only listen, and their buffers would be memory for nothing.
+    heard: bool,
 }
 
 impl Session {
@@ -98,15 +102,19 @@ impl Session {
         now: Instant,
     ) -> Session {
         let every = Some(limits.ping_interval).filter(|d| !d.is_zero());
+        let heard = !leftover.is_empty();
+        let config = if heard {
+            ws_config(limits)
+        } else {
+            // No read buffer until the first read (see `hear`).
+            ws_config(limits).read_buffer_size(0)
+        };
         Session {
             id,
             room,
             peer,
-            codec: WebSocketContext::from_partially_read(
-                leftover,
-                Role::Server,
-                Some(ws_config(limits)),
-            ),
+            codec: WebSocketContext::from_partially_read(leftover, Role::Server, Some(config)),
+            heard,
             limits: limits.clone(),
             metrics,
             out: Vec::new(),
@@ -466,12 +474,38 @@ impl Session {
         let _ = codec.write(&mut io, msg);
     }
 
+    /// Whether the client's bytes have reached the codec yet: until then a driver may
+    /// wait for the socket to be readable before calling [`Session::read_from`], so
+    /// that a peer that never speaks never gets a read buffer.
+    pub fn heard(&self) -> bool {
+        self.heard
+    }
+
+    /// Before the first read: a codec with the configured read buffer. Replacing it
+    /// loses nothing while the session is open and nothing has been read: the codec
+    /// has only written whole frames (into `out`, nothing of them kept), and its
+    /// read side and close state are as new.
+    fn hear(&mut self) {
+        if self.heard {
+            return;
+        }
+        self.heard = true;
+        if matches!(self.phase, Phase::Open) {
+            self.codec = WebSocketContext::from_partially_read(
+                Vec::new(),
+                Role::Server,
+                Some(ws_config(&self.limits)),
+            );
+        }
+    }
+
     /// Reads what `src` has (it returns `WouldBlock` when dry), up to a batch of
     /// messages. Returns the number of bytes taken.
     pub fn read_from<R: Read>(&mut self, src: &mut R, now: Instant) -> usize {
         if let Phase::Lingering { reason, .. } = self.phase {
             return self.linger(src, reason);
         }
+        self.hear();
         let mut taken = 0;
         for _ in 0..READ_BATCH {
             if !self.wants_read() {

@@ -502,3 +502,45 @@ fn relayed_messages_are_timed_until_the_socket_takes_them() {
         Some("webrtc_signaling_relay_latency_seconds_count 1")
     );
 }
+
+#[test]
+fn the_read_buffer_comes_with_the_first_read_and_what_was_written_before_is_intact() {
+    let mut h = Harness::new();
+    assert!(!h.s.heard());
+    // The server speaks first (existing_peers, a relay, a ping) while the client is
+    // silent: no read, so no read buffer yet.
+    h.s.deliver(
+        Text::from(r#"{"type":"existing_peers","peers":[]}"#.to_owned()),
+        h.t0,
+    );
+    h.s.handle_timeout(h.at(20.0));
+    assert!(!h.s.heard());
+    // Nothing to read yet: the session takes its read buffer all the same, and the
+    // codec that replaced the first one goes on where it left off.
+    h.read(h.at(20.0));
+    assert!(h.s.heard());
+    h.send_text(r#"{"type":"ping"}"#);
+    h.read(h.at(21.0));
+    h.s.deliver(
+        Text::from(r#"{"type":"peer_joined","peer_id":"you"}"#.to_owned()),
+        h.at(21.0),
+    );
+    let got = h.drain(h.at(21.0));
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|m| match m {
+            Message::Text(t) => serde_json::from_str::<Value>(t.as_str()).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["existing_peers", "Ping(b\"\")", "pong", "peer_joined"]
+    );
+    // And the closing handshake works on the new codec.
+    h.s.close(CloseReason::GoingAway, h.at(22.0));
+    assert_eq!(close_code(&h.finish_close(h.at(22.0))), Some(1001));
+}

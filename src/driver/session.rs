@@ -167,7 +167,9 @@ impl Driver<'_> {
                 self.session.shutdown_done(now);
                 busy = true;
             }
-            if self.session.wants_read() {
+            // Until the client's first bytes, a read happens only when the socket has
+            // some: the session then gets its read buffer (see `Session::heard`).
+            if self.session.wants_read() && (self.session.heard() || self.io.has_input()) {
                 busy |= self.session.read_from(&mut self.io, now) > 0;
             }
             while let Some(cmd) = self.session.poll_command() {
