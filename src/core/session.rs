@@ -529,6 +529,18 @@ impl Session {
         }
         self.recycle = false;
         self.heard = false;
+        // What a burst grew stays otherwise: the output buffer (up to four times
+        // `--write-buffer`), the queues of timestamps and commands. Given back only
+        // when empty, so nothing in them is lost.
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        if self.relayed.is_empty() {
+            self.relayed = VecDeque::new();
+        }
+        if self.commands.is_empty() {
+            self.commands = VecDeque::new();
+        }
         self.codec = WebSocketContext::from_partially_read(
             Vec::new(),
             Role::Server,

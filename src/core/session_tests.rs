@@ -612,3 +612,30 @@ fn a_client_that_fragments_its_messages_keeps_its_read_buffer() {
     // Its bytes on the wire exceed the smallest encoding: never provably empty.
     assert!(h.s.heard());
 }
+
+#[test]
+fn after_a_pong_an_emptied_output_buffer_goes_back_and_a_pending_one_stays_whole() {
+    let mut h = Harness::new();
+    // A burst grows the output buffer; the socket takes it all.
+    for i in 0..20 {
+        h.s.deliver(
+            Text::from(format!(r#"{{"type":"candidate","n":{i}}}"#)),
+            h.t0,
+        );
+    }
+    assert_eq!(h.texts(h.t0).len(), 20);
+    assert!(h.s.out.capacity() > 0);
+    // Idle again: ping, pong, and the buffer goes back with the read buffer.
+    h.s.handle_timeout(h.at(20.0));
+    h.drain(h.at(20.0));
+    h.read(h.at(20.0));
+    assert!(!h.s.heard());
+    assert_eq!(h.s.out.capacity(), 0);
+
+    // A pong while output is still waiting for the socket: that output stays whole.
+    h.s.deliver(Text::from(r#"{"type":"answer"}"#.to_owned()), h.at(21.0));
+    h.send(Message::Pong(Bytes::new()));
+    h.read(h.at(21.0));
+    assert!(!h.s.heard());
+    assert_eq!(h.texts(h.at(21.0)), [json!({"type": "answer"})]);
+}
