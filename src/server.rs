@@ -22,7 +22,7 @@ use crate::driver::router::{self as router_thread, Failure};
 use crate::driver::slots::{Full, Slot};
 use crate::driver::swap::Swap;
 use crate::driver::transport::TlsConfig;
-use crate::driver::{accept, conn, wake};
+use crate::driver::{accept, conn, stack, wake};
 use crate::http::Side;
 use crate::ice::Ice;
 use crate::metrics::Metrics;
@@ -562,7 +562,12 @@ fn connection_thread(first: Conn, ctx: &Arc<Context>, spares: &Receiver<Conn>) {
                 side,
                 slot,
             } = conn;
-            conn::serve(stream, tls.as_ref(), remote, ctx, side, slot);
+            if let Some(session) = conn::serve(stream, tls.as_ref(), remote, ctx, side, slot) {
+                // The HTTP phase ran deeper than the session will: its stack pages go
+                // back before the thread settles into a session for hours.
+                stack::release_unused();
+                session.run(ctx);
+            }
         }
         if ctx.is_stopping()
             || ctx.spare_threads.fetch_add(1, Ordering::AcqRel) >= MAX_SPARE_THREADS

@@ -83,6 +83,16 @@ pub struct Session {
     blocked_since: Option<Instant>,
     /// The router holds this peer's sends back (its target is behind).
     paused: bool,
+    /// Whether the client's bytes have reached the codec yet. Until then the codec
+    /// has no read buffer (`--read-buffer` bytes per session): many peers join and
+    /// then only listen, and their buffers would be memory for nothing.
+    heard: bool,
+    /// Bytes the codec has taken from the client, and what the messages it returned
+    /// take on the wire as single minimal frames (see `recycle`).
+    rx_read: u64,
+    rx_framed: u64,
+    /// A pong came: once the codec holds nothing, drop its read buffer.
+    recycle: bool,
 }
 
 impl Session {
@@ -98,15 +108,23 @@ impl Session {
         now: Instant,
     ) -> Session {
         let every = Some(limits.ping_interval).filter(|d| !d.is_zero());
+        let heard = !leftover.is_empty();
+        let leftover_len = leftover.len() as u64;
+        let config = if heard {
+            ws_config(limits)
+        } else {
+            // No read buffer until the first read (see `hear`).
+            ws_config(limits).read_buffer_size(0)
+        };
         Session {
             id,
             room,
             peer,
-            codec: WebSocketContext::from_partially_read(
-                leftover,
-                Role::Server,
-                Some(ws_config(limits)),
-            ),
+            codec: WebSocketContext::from_partially_read(leftover, Role::Server, Some(config)),
+            heard,
+            rx_read: leftover_len,
+            rx_framed: 0,
+            recycle: false,
             limits: limits.clone(),
             metrics,
             out: Vec::new(),
@@ -466,12 +484,77 @@ impl Session {
         let _ = codec.write(&mut io, msg);
     }
 
+    /// Whether the client's bytes have reached the codec yet: until then a driver may
+    /// wait for the socket to be readable before calling [`Session::read_from`], so
+    /// that a peer that never speaks never gets a read buffer.
+    pub fn heard(&self) -> bool {
+        self.heard
+    }
+
+    /// Before the first read: a codec with the configured read buffer. Replacing it
+    /// loses nothing while the session is open and nothing has been read: the codec
+    /// has only written whole frames (into `out`, nothing of them kept), and its
+    /// read side and close state are as new.
+    fn hear(&mut self) {
+        if self.heard {
+            return;
+        }
+        self.heard = true;
+        if matches!(self.phase, Phase::Open) {
+            self.codec = WebSocketContext::from_partially_read(
+                Vec::new(),
+                Role::Server,
+                Some(ws_config(&self.limits)),
+            );
+        }
+    }
+
+    /// After a pong (an idle client answering the ping, every `--ping-interval`),
+    /// gives the read buffer back, as before the first read: a peer that listens
+    /// for hours holds none, and whatever a burst grew it to is released too. At most
+    /// once per pong, so a busy session does not pay for it.
+    ///
+    /// Only when the codec provably holds nothing: every byte it took from the client
+    /// belongs to a message it returned. The wire size counted for a message is its
+    /// smallest (one frame, minimal length), so the sums are equal only if nothing is
+    /// buffered and no message is half-received; a client that fragments or pads
+    /// its frames never matches again, and simply keeps its buffer.
+    fn recycle(&mut self) {
+        if !self.recycle
+            || !self.heard
+            || !matches!(self.phase, Phase::Open)
+            || self.rx_read != self.rx_framed
+        {
+            return;
+        }
+        self.recycle = false;
+        self.heard = false;
+        // What a burst grew stays otherwise: the output buffer (up to four times
+        // `--write-buffer`), the queues of timestamps and commands. Given back only
+        // when empty, so nothing in them is lost.
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        if self.relayed.is_empty() {
+            self.relayed = VecDeque::new();
+        }
+        if self.commands.is_empty() {
+            self.commands = VecDeque::new();
+        }
+        self.codec = WebSocketContext::from_partially_read(
+            Vec::new(),
+            Role::Server,
+            Some(ws_config(&self.limits).read_buffer_size(0)),
+        );
+    }
+
     /// Reads what `src` has (it returns `WouldBlock` when dry), up to a batch of
     /// messages. Returns the number of bytes taken.
     pub fn read_from<R: Read>(&mut self, src: &mut R, now: Instant) -> usize {
         if let Phase::Lingering { reason, .. } = self.phase {
             return self.linger(src, reason);
         }
+        self.hear();
         let mut taken = 0;
         for _ in 0..READ_BATCH {
             if !self.wants_read() {
@@ -480,12 +563,18 @@ impl Session {
             let (codec, mut io) = self.duplex(src);
             let result = codec.read(&mut io);
             taken += io.read;
+            self.rx_read += io.read as u64;
             match result {
                 Ok(msg) => {
                     self.last_rx = now;
+                    self.rx_framed += wire_len(&msg);
+                    self.recycle |= matches!(msg, Message::Pong(_));
                     self.handle(msg, now);
                 }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.recycle();
+                    break;
+                }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 // tungstenite has consumed the frame; like any bad message it only
                 // earns an error (PROTOCOL.md §5: a bad message never ends the session).
@@ -588,6 +677,24 @@ impl Session {
         self.metrics.error_sent(code);
         self.write(Message::text(outbound::error(code, message)), now);
     }
+}
+
+/// Bytes `msg` takes from a client as one masked frame with the shortest length
+/// encoding (RFC 6455 §5.2): the least it can have taken.
+fn wire_len(msg: &Message) -> u64 {
+    let payload = match msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(Some(frame)) => 2 + frame.reason.len(),
+        Message::Close(None) => 0,
+        Message::Frame(f) => f.payload().len(),
+    } as u64;
+    let length = match payload {
+        0..=125 => 0,
+        126..=65535 => 2,
+        _ => 8,
+    };
+    2 + length + 4 + payload
 }
 
 fn read_error(e: WsError) -> CloseReason {

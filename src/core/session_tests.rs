@@ -133,9 +133,12 @@ impl Harness {
         self.send(Message::text(text.to_owned()));
     }
 
-    /// The session reads everything the client sent.
+    /// The session reads everything the client sent. Like the driver, it does not
+    /// read a session that has not heard from its client while nothing is there.
     fn read(&mut self, at: Instant) {
-        while self.s.read_from(&mut self.up, at) > 0 {}
+        while (self.s.heard() || !self.up.bytes.is_empty() || self.up.eof)
+            && self.s.read_from(&mut self.up, at) > 0
+        {}
     }
 
     /// The socket takes everything pending; the client decodes it.
@@ -501,4 +504,138 @@ fn relayed_messages_are_timed_until_the_socket_takes_them() {
         count(&metrics).as_deref(),
         Some("webrtc_signaling_relay_latency_seconds_count 1")
     );
+}
+
+#[test]
+fn the_read_buffer_comes_with_the_first_read_and_what_was_written_before_is_intact() {
+    let mut h = Harness::new();
+    assert!(!h.s.heard());
+    // The server speaks first (existing_peers, a relay, a ping) while the client is
+    // silent: no read, so no read buffer yet.
+    h.s.deliver(
+        Text::from(r#"{"type":"existing_peers","peers":[]}"#.to_owned()),
+        h.t0,
+    );
+    h.s.handle_timeout(h.at(20.0));
+    assert!(!h.s.heard());
+    // A read with nothing there yet (the driver would not, the session must cope):
+    // the session takes its read buffer all the same, and the codec that replaced
+    // the first one goes on where it left off.
+    let at = h.at(20.0);
+    assert_eq!(h.s.read_from(&mut h.up, at), 0);
+    assert!(h.s.heard());
+    h.send_text(r#"{"type":"ping"}"#);
+    h.read(h.at(21.0));
+    h.s.deliver(
+        Text::from(r#"{"type":"peer_joined","peer_id":"you"}"#.to_owned()),
+        h.at(21.0),
+    );
+    let got = h.drain(h.at(21.0));
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|m| match m {
+            Message::Text(t) => serde_json::from_str::<Value>(t.as_str()).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["existing_peers", "Ping(b\"\")", "pong", "peer_joined"]
+    );
+    // And the closing handshake works on the new codec.
+    h.s.close(CloseReason::GoingAway, h.at(22.0));
+    assert_eq!(close_code(&h.finish_close(h.at(22.0))), Some(1001));
+}
+
+#[test]
+fn after_a_pong_the_read_buffer_goes_back_only_if_the_codec_holds_nothing() {
+    let mut h = Harness::new();
+    h.send_text(r#"{"type":"ping"}"#);
+    h.read(h.t0);
+    assert!(h.s.heard());
+    assert_eq!(h.texts(h.t0), [json!({"type": "pong"})]);
+    // The server pings; the client's pong (sent as it reads) is taken, and then the
+    // session holds no read buffer.
+    h.s.handle_timeout(h.at(20.0));
+    let got = h.drain(h.at(20.0));
+    assert!(matches!(got[..], [Message::Ping(_)]), "{got:?}");
+    h.read(h.at(20.0));
+    assert!(!h.s.heard());
+    // Everything works as before with the next codec.
+    h.send_text(r#"{"type":"ping"}"#);
+    h.read(h.at(21.0));
+    assert!(h.s.heard());
+    assert_eq!(h.texts(h.at(21.0)), [json!({"type": "pong"})]);
+
+    // A pong followed by half a frame: the codec holds bytes, so it is kept.
+    h.send(Message::Pong(Bytes::new()));
+    h.up.bytes.extend([0x81, 0x85]); // a masked text frame's first two bytes
+    h.read(h.at(22.0));
+    assert!(h.s.heard());
+    // The rest of that frame: "hello" is not JSON, so an error; the pong came first,
+    // and the codec holds nothing now, so the buffer goes back.
+    let mut rest = vec![0, 0, 0, 0];
+    rest.extend(b"hello");
+    h.up.bytes.extend(rest);
+    h.read(h.at(22.0));
+    assert_eq!(error_code(&h.texts(h.at(22.0))[0]), "invalid_json");
+    assert!(!h.s.heard());
+}
+
+#[test]
+fn a_client_that_fragments_its_messages_keeps_its_read_buffer() {
+    let mut h = Harness::new();
+    // One text message in two frames, then a pong.
+    let mut first = Frame::message(
+        &b"{\"type\":"[..],
+        OpCode::Data(tungstenite::protocol::frame::coding::Data::Text),
+        false,
+    );
+    first.header_mut().mask = Some([1, 2, 3, 4]);
+    let mut second = Frame::message(
+        &b"\"ping\"}"[..],
+        OpCode::Data(tungstenite::protocol::frame::coding::Data::Continue),
+        true,
+    );
+    second.header_mut().mask = Some([5, 6, 7, 8]);
+    for frame in [first, second] {
+        let mut bytes = Vec::new();
+        frame.format(&mut bytes).unwrap();
+        h.up.bytes.extend(bytes);
+    }
+    h.send(Message::Pong(Bytes::new()));
+    h.read(h.t0);
+    assert_eq!(h.texts(h.t0), [json!({"type": "pong"})]);
+    // Its bytes on the wire exceed the smallest encoding: never provably empty.
+    assert!(h.s.heard());
+}
+
+#[test]
+fn after_a_pong_an_emptied_output_buffer_goes_back_and_a_pending_one_stays_whole() {
+    let mut h = Harness::new();
+    // A burst grows the output buffer; the socket takes it all.
+    for i in 0..20 {
+        h.s.deliver(
+            Text::from(format!(r#"{{"type":"candidate","n":{i}}}"#)),
+            h.t0,
+        );
+    }
+    assert_eq!(h.texts(h.t0).len(), 20);
+    assert!(h.s.out.capacity() > 0);
+    // Idle again: ping, pong, and the buffer goes back with the read buffer.
+    h.s.handle_timeout(h.at(20.0));
+    h.drain(h.at(20.0));
+    h.read(h.at(20.0));
+    assert!(!h.s.heard());
+    assert_eq!(h.s.out.capacity(), 0);
+
+    // A pong while output is still waiting for the socket: that output stays whole.
+    h.s.deliver(Text::from(r#"{"type":"answer"}"#.to_owned()), h.at(21.0));
+    h.send(Message::Pong(Bytes::new()));
+    h.read(h.at(21.0));
+    assert!(!h.s.heard());
+    assert_eq!(h.texts(h.at(21.0)), [json!({"type": "answer"})]);
 }

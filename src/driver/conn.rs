@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::context::Context;
+use super::context::{Context, SessionToken};
 use super::session;
 use super::slots::Slot;
 use super::transport::{Stream, TlsConfig};
 use crate::config::Limits;
+use crate::core::admission::Admitted;
 use crate::http::framing::{self, Body, Step};
 use crate::http::response::{self, Resp};
 use crate::http::{self, Action, Side};
@@ -117,9 +118,39 @@ fn answer_and_close(mut stream: Stream, resp: Resp, limits: &Limits) {
     }
 }
 
+/// A connection upgraded to an admitted session, handed back to the thread's caller
+/// to run ([`Upgraded::run`]) once this module's frames are off the stack.
+pub struct Upgraded {
+    stream: Stream,
+    /// What the client sent after its request head.
+    leftover: Vec<u8>,
+    who: Admitted,
+    remote: SocketAddr,
+    token: SessionToken,
+    /// The session slot, held for as long as the session runs.
+    _slot: Slot,
+}
+
+impl Upgraded {
+    /// Runs the session on the calling thread until it ends.
+    pub fn run(self, ctx: &Arc<Context>) {
+        let Upgraded {
+            stream,
+            leftover,
+            who,
+            remote,
+            token,
+            _slot,
+        } = self;
+        session::run(stream, leftover, who, remote, ctx, token);
+    }
+}
+
 /// Serves one accepted connection: requests (with keep-alive) until the client closes
 /// or upgrades to a signaling session. `slot` is its HTTP slot, traded for a session
-/// slot on upgrade.
+/// slot on upgrade. An admitted session is returned rather than run here: a session
+/// lives for hours on this thread, and what the HTTP phase kept (its request head,
+/// its buffers, its stack frames) should not live with it.
 pub fn serve(
     tcp: TcpStream,
     tls: Option<&TlsConfig>,
@@ -127,7 +158,7 @@ pub fn serve(
     ctx: &Arc<Context>,
     side: Side,
     mut slot: Slot,
-) {
+) -> Option<Upgraded> {
     let limits = &ctx.limits;
     // The first head (and with TLS, the first byte and the handshake before it) must
     // be in by then.
@@ -146,17 +177,17 @@ pub fn serve(
                     );
                     answer_and_close(plain, resp, limits);
                 }
-                return;
+                return None;
             }
             Some(_) => {}
-            None => return,
+            None => return None,
         }
     }
     let mut stream = match Stream::new(tcp, tls) {
         Ok(s) => s,
         Err(e) => {
             warn!("cannot start TLS for {peer}: {e}");
-            return;
+            return None;
         }
     };
     let mut buf = Vec::with_capacity(1024);
@@ -177,19 +208,22 @@ pub fn serve(
                 body,
                 keep_alive,
             }) => (head, len, body, keep_alive),
-            Ok(Step::Partial) | Err(ReadError::Closed | ReadError::Io) => return,
-            Err(ReadError::Timeout) if buf.is_empty() => return,
+            Ok(Step::Partial) | Err(ReadError::Closed | ReadError::Io) => return None,
+            Err(ReadError::Timeout) if buf.is_empty() => return None,
             Err(ReadError::Timeout) => {
                 let resp = Resp::error(408, "request_timeout", "the request head took too long");
-                return answer_and_close(stream, resp, limits);
+                answer_and_close(stream, resp, limits);
+                return None;
             }
             Ok(Step::TooLarge) => {
                 let resp = Resp::error(431, "header_too_large", "the request head is too large");
-                return answer_and_close(stream, resp, limits);
+                answer_and_close(stream, resp, limits);
+                return None;
             }
             Ok(Step::Bad(why)) => {
                 debug!("{peer}: bad request: {why}");
-                return answer_and_close(stream, Resp::error(400, "bad_request", why), limits);
+                answer_and_close(stream, Resp::error(400, "bad_request", why), limits);
+                return None;
             }
         };
         buf.drain(..len);
@@ -213,10 +247,11 @@ pub fn serve(
                     && !ctx.is_stopping();
                 let write_by = Instant::now() + limits.write_timeout;
                 if write_response(&mut stream, resp, head_only, !keep, write_by).is_err() {
-                    return;
+                    return None;
                 }
                 if !keep {
-                    return close_lingering(stream, limits.close_timeout);
+                    close_lingering(stream, limits.close_timeout);
+                    return None;
                 }
                 deadline = Instant::now() + limits.http_head_timeout;
             }
@@ -224,12 +259,11 @@ pub fn serve(
             // would be read as frames.
             Action::Upgrade { .. } if body != Body::None => {
                 let resp = Resp::error(400, "bad_request", "an upgrade request has no body");
-                return answer_and_close(stream, resp, limits);
+                answer_and_close(stream, resp, limits);
+                return None;
             }
             Action::Upgrade { accept, admission } => {
-                let Some(token) = ctx.session_token() else {
-                    return;
-                };
+                let token = ctx.session_token()?;
                 stream.set_write_deadline(Instant::now() + limits.write_timeout);
                 let switched = response::switching_protocols(&accept);
                 if stream
@@ -237,11 +271,19 @@ pub fn serve(
                     .and_then(|_| stream.flush())
                     .is_err()
                 {
-                    return;
+                    return None;
                 }
                 match admission {
                     Ok(who) if slot.enter_session() => {
-                        session::run(stream, buf, who, remote, ctx, token)
+                        buf.shrink_to_fit();
+                        return Some(Upgraded {
+                            stream,
+                            leftover: buf,
+                            who,
+                            remote,
+                            token,
+                            _slot: slot,
+                        });
                     }
                     Ok(who) => {
                         info!(
@@ -258,7 +300,7 @@ pub fn serve(
                         session::refuse(stream, ctx, refusal.reason);
                     }
                 }
-                return;
+                return None;
             }
         }
     }

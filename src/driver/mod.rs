@@ -2,7 +2,7 @@
 //! connection's HTTP phase ([`conn`]) and its session ([`session`]), the bytes under
 //! both ([`transport`]), how a parked session thread is woken ([`wake`]), what all
 //! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]),
-//! connection slots ([`slots`]), the accept thread's rules for refusals and
+//! each session's queue ([`queue`]), giving back stack pages ([`stack`]), connection slots ([`slots`]), the accept thread's rules for refusals and
 //! failures ([`accept`]), and the bridge to Redis for a cluster ([`bridge`],
 //! [`inbox`], [`scripts`]).
 
@@ -16,11 +16,13 @@ pub mod conn;
 pub mod context;
 #[cfg(feature = "cluster")]
 pub mod inbox;
+pub mod queue;
 pub mod router;
 #[cfg(feature = "cluster")]
 pub mod scripts;
 pub mod session;
 pub mod slots;
+pub mod stack;
 pub mod swap;
 pub mod transport;
 pub mod wake;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::error;
 
+use super::queue::QueueTx;
 use super::wake::Waker;
 use crate::core::cluster::{ClusterEvent, ClusterOut};
 use crate::core::router::{Command, IdMap, Output, Reply, Router, SessionId, Text};
@@ -75,7 +76,7 @@ impl Ctl {
 
 /// What the router thread holds of a session: its queue's sending end and its switches.
 pub struct Link {
-    pub queue: Sender<Text>,
+    pub queue: QueueTx<Text>,
     pub ctl: Arc<Ctl>,
 }
 

@@ -14,11 +14,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver};
 use log::{info, warn};
 use tungstenite::protocol::{Role, WebSocketContext};
 
 use super::context::{Context, SessionToken};
+use super::queue::{queue, QueueRx};
 use super::router::{Ctl, Link};
 use super::transport::{Io, Stream};
 use super::wake::Parker;
@@ -46,7 +46,7 @@ pub fn run(
             return refuse(stream, ctx, CloseReason::Internal);
         }
     };
-    let (queue_tx, queue) = bounded(ctx.limits.peer_queue);
+    let (queue_tx, queue) = queue(ctx.limits.peer_queue);
     let ctl = Arc::new(Ctl::new(parker.waker()));
     let id = ctx.next_session();
     let join = Command::Join {
@@ -79,7 +79,7 @@ pub fn run(
         ctx,
         session: id,
         ctl: &ctl,
-        queue: queue.clone(),
+        queue,
         announced: Cell::new(None),
     };
     let started = Instant::now();
@@ -108,7 +108,6 @@ pub fn run(
             ctx,
             ctl: &ctl,
             parker: &parker,
-            queue,
             leaving: &leaving,
             taken: 0,
             stalled_reported: false,
@@ -140,7 +139,6 @@ struct Driver<'a> {
     ctx: &'a Context,
     ctl: &'a Ctl,
     parker: &'a Parker,
-    queue: Receiver<Text>,
     leaving: &'a Leaving<'a>,
     /// Messages taken off the queue since the last `Drained` report.
     taken: usize,
@@ -169,7 +167,9 @@ impl Driver<'_> {
                 self.session.shutdown_done(now);
                 busy = true;
             }
-            if self.session.wants_read() {
+            // Until the client's first bytes, a read happens only when the socket has
+            // some: the session then gets its read buffer (see `Session::heard`).
+            if self.session.wants_read() && (self.session.heard() || self.io.has_input()) {
                 busy |= self.session.read_from(&mut self.io, now) > 0;
             }
             while let Some(cmd) = self.session.poll_command() {
@@ -203,13 +203,13 @@ impl Driver<'_> {
     fn take_queue(&mut self, now: Instant) -> bool {
         let mut any = false;
         while self.session.wants_mailbox() {
-            match self.queue.try_recv() {
-                Ok(text) => {
+            match self.leaving.queue.try_recv() {
+                Some(text) => {
                     self.session.deliver(text, now);
                     self.taken += 1;
                     any = true;
                 }
-                Err(_) => {
+                None => {
                     self.session.mailbox_empty(now);
                     break;
                 }
@@ -286,7 +286,7 @@ impl Driver<'_> {
         // Re-check after announcing the park: a wake-up from here on interrupts the
         // poll at once, one before it is seen now.
         let open = self.session.closing().is_none();
-        let news = !self.queue.is_empty() && self.session.wants_mailbox()
+        let news = !self.leaving.queue.is_empty() && self.session.wants_mailbox()
             || open && self.ctl.close_reason().is_some()
             || open && self.ctl.paused() != self.paused_seen
             || self.ctl.wants_drained()
@@ -325,7 +325,8 @@ struct Leaving<'a> {
     ctx: &'a Context,
     session: u64,
     ctl: &'a Ctl,
-    queue: Receiver<Text>,
+    /// The session's queue (its only receiving end: the driver takes from it here).
+    queue: QueueRx<Text>,
     announced: Cell<Option<CloseReason>>,
 }
 
@@ -340,7 +341,7 @@ impl Leaving<'_> {
 
     fn send(&self, reason: CloseReason) {
         let unsent = if reason.is_resumable() {
-            self.queue.try_iter().collect()
+            self.queue.take_all()
         } else {
             Vec::new()
         };

@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use crate::metrics::Metrics;
@@ -268,6 +268,25 @@ impl<'a> Io<'a> {
     /// The socket, to wait on.
     pub fn fd(&self) -> BorrowedFd<'a> {
         self.raw.tcp.as_fd()
+    }
+
+    /// Whether a read may find input now. Over TLS always (rustls may hold plaintext
+    /// that the socket no longer shows); on plain TCP, whether the socket has bytes,
+    /// an end of stream or an error pending (`poll` with no wait).
+    pub fn has_input(&self) -> bool {
+        if self.tls.is_some() {
+            return true;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.raw.tcp.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on the stack, for a descriptor `tcp` keeps open;
+        // a zero timeout never waits.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        // On a failed poll, read and let the read report what is wrong.
+        ready != 0
     }
 
     /// Queues TLS `close_notify`; the next flush sends it.
