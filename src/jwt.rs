@@ -116,7 +116,8 @@ impl VerifyKey {
 }
 
 /// Checks the signature of `token` with the key for the algorithm its header names,
-/// and returns the decoded claims (JSON bytes, not yet parsed).
+/// and returns the decoded claims (JSON bytes, not yet parsed, nesting at most
+/// [`MAX_DEPTH`] deep).
 pub fn verify(token: &str, keys: &[VerifyKey]) -> Result<Vec<u8>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed);
@@ -127,6 +128,8 @@ pub fn verify(token: &str, keys: &[VerifyKey]) -> Result<Vec<u8>, JwtError> {
     else {
         return Err(JwtError::Malformed);
     };
+    // What the signature covers: `header.claims`, as sent.
+    let signing_input = &token[..header.len() + 1 + claims.len()];
     let header = b64(header)?;
     if scan::nests_deeper(&header, MAX_DEPTH) {
         return Err(JwtError::Malformed);
@@ -142,11 +145,14 @@ pub fn verify(token: &str, keys: &[VerifyKey]) -> Result<Vec<u8>, JwtError> {
         // Named in a log line: a client's text, so kept short.
         .ok_or_else(|| JwtError::UnsupportedAlgorithm(header.alg.chars().take(16).collect()))?;
     let sig = b64(sig)?;
-    let signing_input = &token[..token.len() - sig_len(token)];
     if !key.verify(signing_input.as_bytes(), &sig) {
         return Err(JwtError::BadSignature);
     }
-    b64(claims)
+    let claims = b64(claims)?;
+    if scan::nests_deeper(&claims, MAX_DEPTH) {
+        return Err(JwtError::Malformed);
+    }
+    Ok(claims)
 }
 
 /// `header.claims.signature` of `claims` signed with HS256 under `secret`.
@@ -177,11 +183,6 @@ struct Header {
 
 fn b64(part: &str) -> Result<Vec<u8>, JwtError> {
     B64URL.decode(part).map_err(|_| JwtError::Malformed)
-}
-
-/// Length of the `.signature` tail (with its dot).
-fn sig_len(token: &str) -> usize {
-    token.rsplit('.').next().map_or(0, |s| s.len() + 1)
 }
 
 /// The DER inside `-----BEGIN {label}-----` … `-----END {label}-----`, if there is such

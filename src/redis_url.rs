@@ -33,6 +33,30 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
+/// The address for a log line: the password shows as `…`.
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.addr {
+            Addr::Unix(path) => write!(f, "unix://{path}?db={}", self.db),
+            Addr::Tcp { host, port } => {
+                f.write_str("redis://")?;
+                match (&self.username, &self.password) {
+                    (None, None) => {}
+                    (user, pass) => {
+                        f.write_str(user.as_deref().unwrap_or(""))?;
+                        f.write_str(if pass.is_some() { ":…@" } else { "@" })?;
+                    }
+                }
+                if host.contains(':') {
+                    write!(f, "[{host}]:{port}/{}", self.db)
+                } else {
+                    write!(f, "{host}:{port}/{}", self.db)
+                }
+            }
+        }
+    }
+}
+
 pub const DEFAULT_PORT: u16 = 6379;
 
 /// Reads `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` or `unix://PATH[?db=DB]`.
@@ -230,5 +254,14 @@ mod tests {
         }
         let e = parse("redis://:hunter2hunter2@h:notaport").unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn the_log_form_hides_the_password() {
+        let shown = |s: &str| parse(s).unwrap().to_string();
+        assert_eq!(shown("redis://app:hunter2@h:1/2"), "redis://app:…@h:1/2");
+        assert_eq!(shown("redis://:hunter2@[::1]"), "redis://:…@[::1]:6379/0");
+        assert_eq!(shown("redis://h"), "redis://h:6379/0");
+        assert_eq!(shown("unix:///run/r.sock"), "unix:///run/r.sock?db=0");
     }
 }

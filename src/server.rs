@@ -219,7 +219,9 @@ impl Server {
         let failure = router.failure();
         let bridge = match cluster {
             Some((url, me, _, rx)) => {
-                info!("cluster: instance {me}, Redis at {}", redact_url(&url));
+                // Checked by Config::validate; the log form hides the password.
+                let at = crate::redis_url::parse(&url).map_or_else(|e| e, |u| u.to_string());
+                info!("cluster: instance {me}, Redis at {at}");
                 Some(bridge::spawn(
                     BridgeConfig {
                         url,
@@ -418,14 +420,6 @@ fn instance_id() -> String {
             .unwrap_or_default();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `url` without its password, for the log.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
 }
 
 fn wake_addr(addr: SocketAddr) -> SocketAddr {

@@ -108,19 +108,14 @@ impl Session {
         now: Instant,
     ) -> Session {
         let every = Some(limits.ping_interval).filter(|d| !d.is_zero());
+        // No read buffer until the first read (see `hear`).
         let heard = !leftover.is_empty();
         let leftover_len = leftover.len() as u64;
-        let config = if heard {
-            ws_config(limits)
-        } else {
-            // No read buffer until the first read (see `hear`).
-            ws_config(limits).read_buffer_size(0)
-        };
         Session {
             id,
             room,
             peer,
-            codec: WebSocketContext::from_partially_read(leftover, Role::Server, Some(config)),
+            codec: codec(leftover, limits, heard),
             heard,
             rx_read: leftover_len,
             rx_framed: 0,
@@ -501,11 +496,7 @@ impl Session {
         }
         self.heard = true;
         if matches!(self.phase, Phase::Open) {
-            self.codec = WebSocketContext::from_partially_read(
-                Vec::new(),
-                Role::Server,
-                Some(ws_config(&self.limits)),
-            );
+            self.codec = codec(Vec::new(), &self.limits, true);
         }
     }
 
@@ -541,11 +532,7 @@ impl Session {
         if self.commands.is_empty() {
             self.commands = VecDeque::new();
         }
-        self.codec = WebSocketContext::from_partially_read(
-            Vec::new(),
-            Role::Server,
-            Some(ws_config(&self.limits).read_buffer_size(0)),
-        );
+        self.codec = codec(Vec::new(), &self.limits, false);
     }
 
     /// Reads what `src` has (it returns `WouldBlock` when dry), up to a batch of
@@ -677,6 +664,18 @@ impl Session {
         self.metrics.error_sent(code);
         self.write(Message::text(outbound::error(code, message)), now);
     }
+}
+
+/// A server-side codec that has read `leftover`, with its read buffer only if
+/// `buffered` (a session that has not heard from its client yet has none).
+fn codec(leftover: Vec<u8>, limits: &Limits, buffered: bool) -> WebSocketContext {
+    let config = ws_config(limits);
+    let config = if buffered {
+        config
+    } else {
+        config.read_buffer_size(0)
+    };
+    WebSocketContext::from_partially_read(leftover, Role::Server, Some(config))
 }
 
 /// Bytes `msg` takes from a client as one masked frame with the shortest length
