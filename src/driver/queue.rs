@@ -4,8 +4,9 @@
 //! Why not `crossbeam_channel::bounded`: its array allocates (and initialises) every
 //! slot up front, about 4.5 KiB per peer at the default `--peer-queue 64`, although an
 //! idle peer's queue is empty nearly all the time; at 10,000 idle peers that was a
-//! sixth of the server's memory. Here the buffer grows with what is queued and is
-//! released once the session has emptied it. The bound is kept exactly (a client
+//! sixth of the server's memory. Here the buffer grows with what is queued and, once
+//! the session has emptied it, shrinks back to the smallest (4 slots, none before the
+//! first message). The bound is kept exactly (a client
 //! cannot grow the queue, whatever it does): [`QueueTx::try_send`] refuses with
 //! [`TrySendError::Full`] at `cap`, and never blocks, so the router never waits.
 //!
@@ -81,14 +82,19 @@ impl<T> QueueTx<T> {
     }
 }
 
+/// The capacity a `VecDeque` of small items starts with (std's smallest
+/// allocation for elements up to 1 KiB); kept when the queue empties.
+const SMALL: usize = 4;
+
 impl<T> QueueRx<T> {
     /// The oldest item, if any.
     pub fn try_recv(&self) -> Option<T> {
         let mut state = self.shared.lock();
         let item = state.items.pop_front();
-        if state.items.is_empty() && state.items.capacity() > 0 {
-            // Emptied: an idle peer holds no buffer (the next push allocates a few
-            // slots again, cheap next to the system calls a message costs).
+        if state.items.is_empty() && state.items.capacity() > SMALL {
+            // Emptied after a burst: what the burst grew goes back. A buffer of the
+            // smallest size stays, so a peer that takes one message at a time does
+            // not allocate and free once per message on the relay path.
             state.items = VecDeque::new();
         }
         item
