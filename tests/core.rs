@@ -68,12 +68,15 @@ fn a_held_session_thread_stalls_nobody_else_and_loses_nothing() {
     let addr = server.local_addr();
     let (mut s, mut h) = pair(addr, "held", "s", "h");
     gate.set(true);
-    // The first relay wakes h's thread, which stops at the gate; the rest pile up in
-    // its queue and then in the router, and s is paused rather than anyone waiting.
+    // h's own message wakes its thread, which stops at the gate. (A relay to a
+    // sleeping session would not wake it: the router writes it to the socket itself.)
+    h.send_json(&candidate("s", 0));
+    gate.wait_reached();
+    // With h's thread awake and held, s's burst piles up in h's queue and then in the
+    // router, and s is paused rather than anyone waiting.
     const N: u64 = 300;
     let burst: Vec<_> = (0..N).map(|i| candidate("h", i)).collect();
     s.send_batch(&burst);
-    gate.wait_reached();
     // Everyone else is served meanwhile: joins, relays both ways, REST.
     let (mut x, mut y) = pair(addr, "elsewhere", "x", "y");
     x.send_json(&candidate("y", 1));
@@ -92,6 +95,7 @@ fn a_held_session_thread_stalls_nobody_else_and_loses_nothing() {
     for i in 0..N {
         h.expect_json(relayed_candidate("h", i, "s"));
     }
+    s.expect_json(relayed_candidate("s", 0, "h"));
     assert_still_works(&mut s, "s", &mut h, "h", N);
 }
 

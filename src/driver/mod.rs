@@ -2,7 +2,8 @@
 //! connection's HTTP phase ([`conn`]) and its session ([`session`]), the bytes under
 //! both ([`transport`]), how a parked session thread is woken ([`wake`]), what all
 //! of them share ([`context`]), what SIGHUP may replace under them ([`swap`]),
-//! each session's queue ([`queue`]), giving back stack pages ([`stack`]), connection slots ([`slots`]), the accept thread's rules for refusals and
+//! each session's queue ([`queue`]) and the gate through which the router writes to a
+//! sleeping session's socket itself ([`direct`]), giving back stack pages ([`stack`]), connection slots ([`slots`]), the accept thread's rules for refusals and
 //! failures ([`accept`]), and the bridge to Redis for a cluster ([`bridge`],
 //! [`inbox`], [`scripts`]).
 
@@ -14,6 +15,7 @@ pub mod bridge;
 pub mod bridge;
 pub mod conn;
 pub mod context;
+pub mod direct;
 #[cfg(feature = "cluster")]
 pub mod inbox;
 pub mod queue;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use log::error;
 
+use super::direct::{Delivery, Direct};
 use super::queue::QueueTx;
 use super::wake::Waker;
 use crate::core::cluster::{ClusterEvent, ClusterOut};
@@ -29,6 +30,9 @@ use crate::protocol::CloseReason;
 /// Commands taken per turn before the sessions that got work are woken: a burst
 /// costs one wake-up per session, not one per message.
 const BATCH: usize = 64;
+
+/// Turns after which what gates staged is written even if the router has more to do.
+const FLUSH_TURNS: u64 = 8;
 
 /// The router's switches on one session, shared with its thread.
 pub struct Ctl {
@@ -74,10 +78,24 @@ impl Ctl {
     }
 }
 
-/// What the router thread holds of a session: its queue's sending end and its switches.
+/// What the router thread holds of a session: its queue's sending end, its switches,
+/// and (plain TCP only) the gate to its socket.
 pub struct Link {
     pub queue: QueueTx<Text>,
     pub ctl: Arc<Ctl>,
+    pub direct: Option<Arc<Direct>>,
+}
+
+impl Link {
+    fn deliver(&self, text: Text) -> Delivery {
+        match &self.direct {
+            Some(direct) => direct.deliver(text, &self.queue),
+            None => match self.queue.try_send(text) {
+                Ok(()) => Delivery::Queued,
+                Err(e) => Delivery::Refused(e),
+            },
+        }
+    }
 }
 
 /// A command on its way to the router thread.
@@ -303,6 +321,8 @@ fn supervise(
         hook,
         bridge,
         leaves: std::collections::VecDeque::new(),
+        staged: Vec::new(),
+        flushed: 0,
     };
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| driver.run(&rx, bell)));
     if outcome.is_err() {
@@ -318,6 +338,8 @@ struct Entry {
     link: Link,
     /// The turn in which this session was last put on the wake list.
     woken: u64,
+    /// Messages staged in its gate since the last flush (on the flush list if any).
+    staged: usize,
 }
 
 struct Driver {
@@ -331,6 +353,10 @@ struct Driver {
     bridge: Option<Sender<ClusterOut>>,
     /// Leaves the bridge could not take yet (they must not be lost).
     leaves: std::collections::VecDeque<ClusterOut>,
+    /// Sessions with frames staged in their gate since the last flush.
+    staged: Vec<SessionId>,
+    /// The turn of the last flush.
+    flushed: u64,
 }
 
 impl Driver {
@@ -352,6 +378,12 @@ impl Driver {
                     Err(_) => break,
                 }
             }
+            // What the gates staged goes out when the router is about to sleep, as it
+            // did when session threads wrote it (they ran then): a burst is one
+            // write per session, not one per turn. Under load, at least every few turns.
+            if rx.is_empty() || self.turn - self.flushed >= FLUSH_TURNS {
+                self.flush();
+            }
             for ctl in self.wake.drain(..) {
                 ctl.waker.wake();
             }
@@ -365,7 +397,14 @@ impl Driver {
         }
         let joining = match (&cmd, link) {
             (Command::Join { session, .. }, Some(link)) => {
-                self.links.insert(*session, Entry { link, woken: 0 });
+                self.links.insert(
+                    *session,
+                    Entry {
+                        link,
+                        woken: 0,
+                        staged: 0,
+                    },
+                );
                 Some(*session)
             }
             _ => None,
@@ -445,15 +484,25 @@ impl Driver {
                     let Some(entry) = self.links.get_mut(&to) else {
                         continue;
                     };
-                    match entry.link.queue.try_send(text) {
-                        Ok(()) => Self::mark(entry, self.turn, &mut self.wake),
+                    match entry.link.deliver(text) {
+                        // For the socket, not the queue: its queue slot is free
+                        // again, and the session sleeps on.
+                        // Its slot is given back once written (`flush`): what a
+                        // gate stages is bounded by the queue's bound too.
+                        Delivery::Staged => {
+                            if entry.staged == 0 {
+                                self.staged.push(to);
+                            }
+                            entry.staged += 1;
+                        }
+                        Delivery::Queued => Self::mark(entry, self.turn, &mut self.wake),
                         // The router counts free slots, so this is a bug; the message
                         // is lost rather than the router blocked.
-                        Err(TrySendError::Full(_)) => {
+                        Delivery::Refused(TrySendError::Full(_)) => {
                             error!("session {to}: queue full despite credit; message dropped")
                         }
                         // The session has ended; its Leave is on the way.
-                        Err(TrySendError::Disconnected(_)) => {}
+                        Delivery::Refused(TrySendError::Disconnected(_)) => {}
                     }
                 }
                 Output::WantDrained { session } => {
@@ -484,6 +533,28 @@ impl Driver {
                 Output::Answer { session, reply } => self.answer(session, reply),
                 Output::Cluster(out) => self.hand_to_bridge(out),
             }
+        }
+    }
+
+    /// Writes what was staged in sessions' gates: one write per session, and a
+    /// wake-up for each session whose socket did not take it all. The staged
+    /// messages' queue slots come back (the rest of a cut write is the session's to
+    /// write, before its queue), which may move a backlog, through the gate again.
+    fn flush(&mut self) {
+        self.flushed = self.turn;
+        while !self.staged.is_empty() {
+            for session in std::mem::take(&mut self.staged) {
+                let Some(entry) = self.links.get_mut(&session) else {
+                    // Closed meanwhile: its thread takes what was staged when it wakes.
+                    continue;
+                };
+                let n = std::mem::take(&mut entry.staged);
+                if entry.link.direct.as_ref().is_some_and(|d| d.flush()) {
+                    Self::mark(entry, self.turn, &mut self.wake);
+                }
+                self.router.written(session, n);
+            }
+            self.carry_out();
         }
     }
 

@@ -7,6 +7,9 @@
 //! message queued, a close, a resume: a thread-directed signal, [`super::wake`]) and
 //! for the state machine's next deadline. No polling, no second thread; over TLS
 //! nothing changes here ([`Io`] hides rustls behind the same non-blocking calls).
+//! While it sleeps with nothing to write, a plain-TCP session leaves its gate open
+//! ([`super::direct`]): the router then writes to the socket itself, and the thread
+//! sleeps on.
 
 use std::cell::Cell;
 use std::io::{self, Write};
@@ -18,6 +21,7 @@ use log::{info, warn};
 use tungstenite::protocol::{Role, WebSocketContext};
 
 use super::context::{Context, SessionToken};
+use super::direct::Direct;
 use super::queue::{queue, QueueRx};
 use super::router::{Ctl, Link};
 use super::transport::{Io, Stream};
@@ -58,9 +62,12 @@ pub fn run(
             .then(fresh_token)
             .flatten(),
     };
+    // Plain TCP only: over TLS every record is the session's own state.
+    let direct = (!stream.is_tls()).then(|| Arc::new(Direct::new(ctx.metrics.clone())));
     let link = Link {
         queue: queue_tx,
         ctl: ctl.clone(),
+        direct: direct.clone(),
     };
     let resumed = match ctx.router.ask(join, Some(link), None) {
         Some(Reply::Joined) => false,
@@ -91,6 +98,10 @@ pub fn run(
         who.peer
     );
     let (tcp, tls) = stream.into_parts();
+    let tcp = Arc::new(tcp);
+    if let Some(direct) = &direct {
+        direct.attach(tcp.clone());
+    }
     let mut session = Session::new(
         id,
         who.room,
@@ -109,6 +120,9 @@ pub fn run(
             ctl: &ctl,
             parker: &parker,
             leaving: &leaving,
+            direct: direct.as_deref(),
+            tail: Vec::new(),
+            tail_sent: 0,
             taken: 0,
             stalled_reported: false,
             paused_seen: false,
@@ -119,6 +133,9 @@ pub fn run(
             CloseReason::Internal
         }
     };
+    if let Some(direct) = &direct {
+        direct.retire();
+    }
     leaving.announce(reason);
     drop(leaving);
     // The thread may exit only once no router wake-up can be in flight.
@@ -140,6 +157,12 @@ struct Driver<'a> {
     ctl: &'a Ctl,
     parker: &'a Parker,
     leaving: &'a Leaving<'a>,
+    /// The gate through which the router writes while this thread sleeps.
+    direct: Option<&'a Direct>,
+    /// What the router's last write through the gate left unwritten: goes out
+    /// before anything of the session's.
+    tail: Vec<u8>,
+    tail_sent: usize,
     /// Messages taken off the queue since the last `Drained` report.
     taken: usize,
     stalled_reported: bool,
@@ -222,12 +245,22 @@ impl Driver<'_> {
     fn write(&mut self, now: Instant) -> bool {
         let mut moved = false;
         loop {
-            if self.session.wants_notify() {
+            // What the router's write through the gate left goes first.
+            let from_tail = self.tail_left();
+            if !from_tail && !self.tail.is_empty() {
+                self.tail = Vec::new();
+                self.tail_sent = 0;
+            }
+            if !from_tail && self.session.wants_notify() {
                 self.io.close_notify();
                 self.session.notified();
             }
-            let pending = self.session.pending();
-            if pending.is_empty() {
+            let bytes = if from_tail {
+                &self.tail[self.tail_sent..]
+            } else {
+                self.session.pending()
+            };
+            if bytes.is_empty() {
                 match self.io.flush() {
                     Ok(()) => self.session.write_flushed(now),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -237,21 +270,20 @@ impl Driver<'_> {
                 }
                 return moved;
             }
-            match self.io.write(pending) {
-                Ok(0) => {
-                    self.session.write_failed(now);
-                    return true;
+            match put(&mut self.io, bytes) {
+                Put::Took(n) if from_tail => {
+                    self.tail_sent += n;
+                    moved = true;
                 }
-                Ok(n) => {
+                Put::Took(n) => {
                     self.session.written(n, now);
                     moved = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Put::Full => {
                     self.session.write_blocked(now);
                     return moved;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Put::Failed => {
                     self.session.write_failed(now);
                     return true;
                 }
@@ -291,12 +323,14 @@ impl Driver<'_> {
             || open && self.ctl.paused() != self.paused_seen
             || self.ctl.wants_drained()
                 && (self.taken > 0 || self.session.stalled() && !self.stalled_reported);
-        if !news {
+        // Asleep with nothing to write: the router may write to the socket itself.
+        let gate = if news { None } else { self.open_gate() };
+        if !news && gate != Some(false) {
             let mut events = 0;
             if self.session.wants_read() {
                 events |= libc::POLLIN;
             }
-            if self.session.is_blocked() || !self.session.pending().is_empty() {
+            if self.session.is_blocked() || !self.session.pending().is_empty() || self.tail_left() {
                 events |= libc::POLLOUT;
             }
             let timeout = self
@@ -314,7 +348,53 @@ impl Driver<'_> {
                 self.session.hung_up(Instant::now());
             }
         }
+        if let (Some(direct), Some(_)) = (self.direct, gate) {
+            // Awake: from here on only this thread writes, the router's rest first.
+            let tail = direct.close();
+            if !tail.is_empty() {
+                self.tail = tail;
+                self.tail_sent = 0;
+            }
+        }
         self.parker.unpark();
+    }
+
+    /// Opens the gate if the session sleeps with nothing to write and nothing to
+    /// read from its queue. `None`: not now; `Some(false)`: a message came first.
+    fn open_gate(&self) -> Option<bool> {
+        let direct = self.direct?;
+        let idle = self.session.closing().is_none()
+            && !self.session.is_blocked()
+            && self.session.pending().is_empty()
+            && !self.tail_left()
+            && self.ctl.close_reason().is_none();
+        idle.then(|| direct.open(|| self.leaving.queue.is_empty()))
+    }
+
+    fn tail_left(&self) -> bool {
+        self.tail_sent < self.tail.len()
+    }
+}
+
+/// What one non-blocking write did.
+enum Put {
+    Took(usize),
+    /// The socket (or TLS) takes nothing now.
+    Full,
+    /// The connection is gone.
+    Failed,
+}
+
+/// Writes some of `bytes` (retrying only an interrupted call).
+fn put(io: &mut Io<'_>, bytes: &[u8]) -> Put {
+    loop {
+        return match io.write(bytes) {
+            Ok(0) => Put::Failed,
+            Ok(n) => Put::Took(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Put::Full,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => Put::Failed,
+        };
     }
 }
 

@@ -74,6 +74,10 @@ impl Stream {
         &self.tcp
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Reads some plaintext, waiting at most until `deadline` in all (however the
     /// client trickles its TLS records). `Ok(0)`: the client closed.
     pub fn read_before(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {

@@ -507,6 +507,21 @@ impl Router {
         }
     }
 
+    /// `n` [`Output::Deliver`]s to `session` went straight to its socket (its thread
+    /// was asleep with nothing to write), not onto its queue: the slots they took
+    /// are free again, and a backlog moves on with them (the session has nothing to
+    /// report, so no [`Command::Drained`] would move it).
+    pub fn written(&mut self, session: SessionId, n: usize) {
+        let cap = self.limits.peer_queue;
+        let Some(m) = self.members.get_mut(&session).filter(|m| m.held.is_none()) else {
+            return;
+        };
+        m.credit = (m.credit + n).min(cap);
+        if !m.backlog.is_empty() {
+            self.drained(session, 0);
+        }
+    }
+
     fn evict_all(&mut self, slow: Vec<SessionId>) {
         for session in slow {
             self.remove(session, Some(CloseReason::SlowConsumer));

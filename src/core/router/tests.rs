@@ -29,6 +29,10 @@ struct Sim {
     answers: HashMap<SessionId, Reply>,
     /// What went to the Redis bridge, in order.
     bridge: Vec<ClusterOut>,
+    /// Sessions asleep with their gate open: a delivery that finds their queue empty
+    /// goes straight to the socket (`wire`), as `driver::direct` does.
+    direct: HashSet<SessionId>,
+    wire: HashMap<SessionId, Vec<String>>,
 }
 
 impl Sim {
@@ -54,6 +58,8 @@ impl Sim {
             taken: HashMap::new(),
             answers: HashMap::new(),
             bridge: Vec::new(),
+            direct: HashSet::new(),
+            wire: HashMap::new(),
         }
     }
 
@@ -77,6 +83,14 @@ impl Sim {
                 Output::Deliver { to, text } => {
                     assert!(!self.closed.contains_key(&to), "delivery after close");
                     let q = self.queues.entry(to).or_default();
+                    if self.direct.contains(&to) && q.is_empty() {
+                        self.wire
+                            .entry(to)
+                            .or_default()
+                            .push(text.as_str().to_owned());
+                        self.r.written(to, 1);
+                        continue;
+                    }
                     q.push(text.as_str().to_owned());
                     assert!(q.len() <= cap, "queue of {to} over its bound");
                 }
@@ -287,6 +301,61 @@ fn a_full_queue_backlogs_in_order_and_pauses_the_sender_until_drained() {
         .collect();
     assert_eq!(got, want, "FIFO across queue and backlog");
     assert!(!s.paused.contains(&1), "resumed once the backlog is gone");
+}
+
+#[test]
+fn a_delivery_straight_to_the_socket_gives_its_slot_back() {
+    let mut s = Sim::new(10, 10, 4);
+    s.join("r", "a", 1);
+    s.join("r", "b", 2);
+    s.take(1);
+    s.take(2);
+    // b sleeps with its gate open: far more relays than its queue holds go through,
+    // and nobody is paused.
+    s.direct.insert(2);
+    for i in 0..100 {
+        s.relay(1, "b", &format!("m{i}"));
+    }
+    let want: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(s.wire.remove(&2).unwrap_or_default(), want);
+    assert!(s.paused.is_empty() && s.closed.is_empty());
+    // Awake (gate shut): its queue and credit count again.
+    s.direct.remove(&2);
+    s.take(2);
+    for i in 100..110 {
+        s.relay(1, "b", &format!("m{i}"));
+    }
+    assert!(
+        s.paused.contains(&1),
+        "four slots, then the backlog pauses a"
+    );
+    let want: Vec<String> = (100..110).map(|i| format!("m{i}")).collect();
+    assert_eq!(s.take_all(2), want);
+    assert!(s.paused.is_empty());
+    // A held or unknown session's refund changes nothing.
+    s.r.written(99, 1);
+}
+
+#[test]
+fn a_backlog_drains_through_an_open_gate_without_more_reports() {
+    let mut s = Sim::new(10, 10, 4);
+    s.join("r", "a", 1);
+    s.join("r", "b", 2);
+    s.take(1);
+    s.take(2);
+    // b is awake and busy: its queue fills, the rest waits in the router, a is paused.
+    for i in 0..20 {
+        s.relay(1, "b", &format!("m{i}"));
+    }
+    assert!(s.paused.contains(&1));
+    // b takes its queue, reports, and sleeps with its gate open: what its report
+    // moves goes to the socket, and so does the rest of the backlog, with no report.
+    s.direct.insert(2);
+    let mut got = s.take(2);
+    got.extend(s.wire.remove(&2).unwrap_or_default());
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    assert!(s.paused.is_empty(), "a goes on once the backlog is gone");
 }
 
 #[test]
