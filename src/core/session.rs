@@ -135,6 +135,12 @@ impl Session {
         }
     }
 
+    /// Bytes that go out before any frame: the upgrade's `101` response, so that it
+    /// leaves in one write with the first message.
+    pub fn preface(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     pub fn id(&self) -> SessionId {
         self.id
     }

@@ -207,6 +207,24 @@ fn error_code(v: &Value) -> &str {
 }
 
 #[test]
+fn the_preface_goes_out_first_in_the_same_write_as_the_first_message() {
+    let mut h = Harness::new();
+    let head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+    h.s.preface(head);
+    let at = h.at(0.0);
+    h.s.deliver(
+        Text::from(r#"{"type":"existing_peers","peers":[]}"#.to_owned()),
+        at,
+    );
+    let pending = h.s.pending().to_vec();
+    assert!(pending.starts_with(head), "the 101 first");
+    // What follows the head is the message's frame, whole.
+    h.s.written(head.len(), at);
+    let got = h.texts(at);
+    assert_eq!(got, [json!({"type": "existing_peers", "peers": []})]);
+}
+
+#[test]
 fn ping_is_answered_and_relays_go_to_the_router_with_the_sender() {
     let mut h = Harness::new();
     h.send_text(r#"{"type":"ping"}"#);

@@ -122,6 +122,8 @@ fn answer_and_close(mut stream: Stream, resp: Resp, limits: &Limits) {
 /// to run ([`Upgraded::run`]) once this module's frames are off the stack.
 pub struct Upgraded {
     stream: Stream,
+    /// The `101 Switching Protocols` response, not written yet.
+    switched: Vec<u8>,
     /// What the client sent after its request head.
     leftover: Vec<u8>,
     who: Admitted,
@@ -136,13 +138,14 @@ impl Upgraded {
     pub fn run(self, ctx: &Arc<Context>) {
         let Upgraded {
             stream,
+            switched,
             leftover,
             who,
             remote,
             token,
             _slot,
         } = self;
-        session::run(stream, leftover, who, remote, ctx, token);
+        session::run(stream, switched, leftover, who, remote, ctx, token);
     }
 }
 
@@ -266,18 +269,13 @@ pub fn serve(
                 let token = ctx.session_token()?;
                 stream.set_write_deadline(Instant::now() + limits.write_timeout);
                 let switched = response::switching_protocols(&accept);
-                if stream
-                    .write_all(&switched)
-                    .and_then(|_| stream.flush())
-                    .is_err()
-                {
-                    return None;
-                }
                 match admission {
+                    // The session writes the 101 itself, with `existing_peers`.
                     Ok(who) if slot.enter_session() => {
                         buf.shrink_to_fit();
                         return Some(Upgraded {
                             stream,
+                            switched,
                             leftover: buf,
                             who,
                             remote,
@@ -290,14 +288,14 @@ pub fn serve(
                             "refused session {} in {} from {remote}: every session slot is busy",
                             who.peer, who.room
                         );
-                        session::refuse(stream, ctx, CloseReason::ServerFull);
+                        session::refuse(stream, &switched, ctx, CloseReason::ServerFull);
                     }
                     Err(refusal) => {
                         info!(
                             "refused session from {remote}: {}",
                             logsafe::escape(&refusal.detail)
                         );
-                        session::refuse(stream, ctx, refusal.reason);
+                        session::refuse(stream, &switched, ctx, refusal.reason);
                     }
                 }
                 return None;

@@ -33,9 +33,12 @@ use crate::core::session::{closing_messages, ws_config, Session};
 use crate::protocol::CloseReason;
 
 /// Runs an admitted session on the calling (connection) thread until it ends.
-/// `leftover` holds bytes the client sent after its request head.
+/// `switched` is the upgrade's `101` response, still to be written: it goes out in one
+/// write with `existing_peers` (or with the refusal), one segment instead of two on the
+/// join's path. `leftover` holds bytes the client sent after its request head.
 pub fn run(
     stream: Stream,
+    switched: Vec<u8>,
     leftover: Vec<u8>,
     who: Admitted,
     remote: SocketAddr,
@@ -47,7 +50,7 @@ pub fn run(
         Ok(p) => p,
         Err(e) => {
             warn!("cannot prepare a session thread: {e}");
-            return refuse(stream, ctx, CloseReason::Internal);
+            return refuse(stream, &switched, ctx, CloseReason::Internal);
         }
     };
     let (queue_tx, queue) = queue(ctx.limits.peer_queue);
@@ -77,9 +80,9 @@ pub fn run(
                 "refused {} in {} from {remote}: {reason}",
                 who.peer, who.room
             );
-            return refuse(stream, ctx, reason);
+            return refuse(stream, &switched, ctx, reason);
         }
-        _ => return refuse(stream, ctx, CloseReason::GoingAway),
+        _ => return refuse(stream, &switched, ctx, CloseReason::GoingAway),
     };
     // From here on the router knows the peer: whatever happens, it must hear Leave.
     let leaving = Leaving {
@@ -111,6 +114,7 @@ pub fn run(
         leftover,
         started,
     );
+    session.preface(&switched);
     let reason = match Io::new(&tcp, tls, &ctx.metrics) {
         Ok(io) => Driver {
             session: &mut session,
@@ -467,8 +471,9 @@ fn fresh_token() -> Option<String> {
     }
 }
 
-/// Ends a session that was never admitted: error message, close frame, lingering close.
-pub fn refuse(mut stream: Stream, ctx: &Context, reason: CloseReason) {
+/// Ends a session that was never admitted: the upgrade's `switched` response, error
+/// message, close frame, lingering close.
+pub fn refuse(mut stream: Stream, switched: &[u8], ctx: &Context, reason: CloseReason) {
     let limits = &ctx.limits;
     ctx.metrics.session_refused(reason);
     if let Some(code) = reason.error_code() {
@@ -477,6 +482,9 @@ pub fn refuse(mut stream: Stream, ctx: &Context, reason: CloseReason) {
     let _ = stream
         .tcp()
         .set_write_timeout(Some(limits.write_timeout.max(Duration::from_millis(1))));
+    if stream.write_all(switched).is_err() {
+        return;
+    }
     let mut ws = WebSocketContext::new(Role::Server, Some(ws_config(limits)));
     let (error, frame) = closing_messages(reason);
     if let Some(error) = error {
