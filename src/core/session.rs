@@ -93,6 +93,8 @@ pub struct Session {
     rx_framed: u64,
     /// A pong came: once the codec holds nothing, drop its read buffer.
     recycle: bool,
+    /// Give the output buffer back once it is empty (after the preface's write).
+    release_out: bool,
 }
 
 impl Session {
@@ -120,6 +122,7 @@ impl Session {
             rx_read: leftover_len,
             rx_framed: 0,
             recycle: false,
+            release_out: false,
             limits: limits.clone(),
             metrics,
             out: Vec::new(),
@@ -136,9 +139,15 @@ impl Session {
     }
 
     /// Bytes that go out before any frame: the upgrade's `101` response, so that it
-    /// leaves in one write with the first message.
-    pub fn preface(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+    /// leaves in one write with the first message. Once that write is done, its
+    /// buffer goes: most peers then only listen, and it would stay as idle memory.
+    pub fn preface(&mut self, bytes: Vec<u8>) {
+        if self.out.is_empty() {
+            self.out = bytes;
+        } else {
+            self.out.splice(0..0, bytes);
+        }
+        self.release_out = true;
     }
 
     pub fn id(&self) -> SessionId {
@@ -304,7 +313,9 @@ impl Session {
             self.sent = 0;
             self.out.clear();
             // A burst may have grown the buffer far beyond what an idle peer needs.
-            if self.out.capacity() > 4 * self.limits.write_buffer.max(4096) {
+            if std::mem::take(&mut self.release_out)
+                || self.out.capacity() > 4 * self.limits.write_buffer.max(4096)
+            {
                 self.out = Vec::new();
             }
         }

@@ -210,7 +210,7 @@ fn error_code(v: &Value) -> &str {
 fn the_preface_goes_out_first_in_the_same_write_as_the_first_message() {
     let mut h = Harness::new();
     let head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
-    h.s.preface(head);
+    h.s.preface(head.to_vec());
     let at = h.at(0.0);
     h.s.deliver(
         Text::from(r#"{"type":"existing_peers","peers":[]}"#.to_owned()),
@@ -222,6 +222,8 @@ fn the_preface_goes_out_first_in_the_same_write_as_the_first_message() {
     h.s.written(head.len(), at);
     let got = h.texts(at);
     assert_eq!(got, [json!({"type": "existing_peers", "peers": []})]);
+    // Written: a peer that only listens keeps no output buffer.
+    assert_eq!(h.s.out.capacity(), 0);
 }
 
 #[test]

@@ -114,7 +114,7 @@ pub fn run(
         leftover,
         started,
     );
-    session.preface(&switched);
+    session.preface(switched);
     let reason = match Io::new(&tcp, tls, &ctx.metrics) {
         Ok(io) => Driver {
             session: &mut session,
