@@ -114,24 +114,28 @@ pub fn run(
         leftover,
         started,
     );
+    let preface = switched.len();
     session.preface(switched);
     let reason = match Io::new(&tcp, tls, &ctx.metrics) {
-        Ok(io) => Driver {
-            session: &mut session,
-            io,
-            tcp: &tcp,
-            ctx,
-            ctl: &ctl,
-            parker: &parker,
-            leaving: &leaving,
-            direct: direct.as_deref(),
-            tail: Vec::new(),
-            tail_sent: 0,
-            taken: 0,
-            stalled_reported: false,
-            paused_seen: false,
+        Ok(mut io) => {
+            io.uncounted(preface);
+            Driver {
+                session: &mut session,
+                io,
+                tcp: &tcp,
+                ctx,
+                ctl: &ctl,
+                parker: &parker,
+                leaving: &leaving,
+                direct: direct.as_deref(),
+                tail: Vec::new(),
+                tail_sent: 0,
+                taken: 0,
+                stalled_reported: false,
+                paused_seen: false,
+            }
+            .run()
         }
-        .run(),
         Err(e) => {
             warn!("cannot switch a session socket to non-blocking mode: {e}");
             CloseReason::Internal

@@ -225,6 +225,9 @@ impl Write for Stream {
 struct Raw<'a> {
     tcp: &'a TcpStream,
     metrics: &'a Metrics,
+    /// Bytes still to write that are HTTP's, not the session's (the `101`): not
+    /// counted as sent, like the request head is not counted as received.
+    uncounted: usize,
 }
 
 impl Read for Raw<'_> {
@@ -239,7 +242,9 @@ impl Write for Raw<'_> {
     /// std sends with `MSG_NOSIGNAL`: a closed peer is an error, never SIGPIPE.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = (&mut &*self.tcp).write(buf)?;
-        self.metrics.sent(n);
+        let http = n.min(self.uncounted);
+        self.uncounted -= http;
+        self.metrics.sent(n - http);
         Ok(n)
     }
 
@@ -264,9 +269,20 @@ impl<'a> Io<'a> {
     pub fn new(tcp: &'a TcpStream, tls: Option<Tls>, metrics: &'a Metrics) -> io::Result<Self> {
         tcp.set_nonblocking(true)?;
         Ok(Io {
-            raw: Raw { tcp, metrics },
+            raw: Raw {
+                tcp,
+                metrics,
+                uncounted: 0,
+            },
             tls,
         })
+    }
+
+    /// The next `n` bytes written are the upgrade's response, not session traffic:
+    /// they are not counted as sent. (Over TLS the response shares its record with
+    /// the first message, so the record's overhead is counted once, as before.)
+    pub fn uncounted(&mut self, n: usize) {
+        self.raw.uncounted = n;
     }
 
     /// The socket, to wait on.
