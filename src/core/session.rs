@@ -141,12 +141,10 @@ impl Session {
     /// Bytes that go out before any frame: the upgrade's `101` response, so that it
     /// leaves in one write with the first message. Once that write is done, its
     /// buffer goes: most peers then only listen, and it would stay as idle memory.
+    /// Called once, before anything else is written.
     pub fn preface(&mut self, bytes: Vec<u8>) {
-        if self.out.is_empty() {
-            self.out = bytes;
-        } else {
-            self.out.splice(0..0, bytes);
-        }
+        debug_assert!(self.out.is_empty(), "the preface comes first");
+        self.out = bytes;
         self.release_out = true;
     }
 

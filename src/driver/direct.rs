@@ -62,6 +62,16 @@ pub enum Delivery {
     Refused(TrySendError<Text>),
 }
 
+impl Delivery {
+    /// Onto the session's queue: the path without a gate, or with a shut one.
+    pub fn queue(text: Text, queue: &QueueTx<Text>) -> Delivery {
+        match queue.try_send(text) {
+            Ok(()) => Delivery::Queued,
+            Err(e) => Delivery::Refused(e),
+        }
+    }
+}
+
 impl Direct {
     /// A shut gate, with no socket yet (see [`Direct::attach`]).
     pub fn new(metrics: Arc<Metrics>) -> Self {
@@ -101,10 +111,7 @@ impl Direct {
             }
             return Delivery::Staged;
         }
-        match queue.try_send(text) {
-            Ok(()) => Delivery::Queued,
-            Err(e) => Delivery::Refused(e),
-        }
+        Delivery::queue(text, queue)
     }
 
     /// On the router thread, at the end of a turn: writes what was staged, if the
@@ -182,21 +189,18 @@ fn write_some(socket: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// A server's WebSocket text frame (RFC 6455 §5.2: final, unmasked) of `payload`,
-/// appended to `out`.
+/// A server's WebSocket text frame (final, unmasked) of `payload`, appended to `out`;
+/// the header is tungstenite's, the one the sessions' codec writes.
 pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::FrameHeader;
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
     out.reserve(payload.len() + 10);
-    out.push(0x81);
-    let len = payload.len();
-    if len < 126 {
-        out.push(len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.push(126);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    // Writing into a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, out);
     out.extend_from_slice(payload);
 }
 

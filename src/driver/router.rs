@@ -90,10 +90,7 @@ impl Link {
     fn deliver(&self, text: Text) -> Delivery {
         match &self.direct {
             Some(direct) => direct.deliver(text, &self.queue),
-            None => match self.queue.try_send(text) {
-                Ok(()) => Delivery::Queued,
-                Err(e) => Delivery::Refused(e),
-            },
+            None => Delivery::queue(text, &self.queue),
         }
     }
 }
