@@ -138,10 +138,10 @@ impl Session {
         }
     }
 
-    /// Bytes that go out before any frame: the upgrade's `101` response, so that it
-    /// leaves in one write with the first message. Once that write is done, its
-    /// buffer goes: most peers then only listen, and it would stay as idle memory.
-    /// Called once, before anything else is written.
+    /// Bytes that go out before any frame still to come, while the output is empty:
+    /// the upgrade's `101` response (so that it leaves in one write with the first
+    /// message), or what the router wrote through the gate only in part. Once written,
+    /// the buffer goes: most peers only listen, and it would stay as idle memory.
     pub fn preface(&mut self, bytes: Vec<u8>) {
         debug_assert!(self.out.is_empty(), "the preface comes first");
         self.out = bytes;

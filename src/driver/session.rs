@@ -128,8 +128,6 @@ pub fn run(
                 parker: &parker,
                 leaving: &leaving,
                 direct: direct.as_deref(),
-                tail: Vec::new(),
-                tail_sent: 0,
                 taken: 0,
                 stalled_reported: false,
                 paused_seen: false,
@@ -167,10 +165,6 @@ struct Driver<'a> {
     leaving: &'a Leaving<'a>,
     /// The gate through which the router writes while this thread sleeps.
     direct: Option<&'a Direct>,
-    /// What the router's last write through the gate left unwritten: goes out
-    /// before anything of the session's.
-    tail: Vec<u8>,
-    tail_sent: usize,
     /// Messages taken off the queue since the last `Drained` report.
     taken: usize,
     stalled_reported: bool,
@@ -253,22 +247,12 @@ impl Driver<'_> {
     fn write(&mut self, now: Instant) -> bool {
         let mut moved = false;
         loop {
-            // What the router's write through the gate left goes first.
-            let from_tail = self.tail_left();
-            if !from_tail && !self.tail.is_empty() {
-                self.tail = Vec::new();
-                self.tail_sent = 0;
-            }
-            if !from_tail && self.session.wants_notify() {
+            if self.session.wants_notify() {
                 self.io.close_notify();
                 self.session.notified();
             }
-            let bytes = if from_tail {
-                &self.tail[self.tail_sent..]
-            } else {
-                self.session.pending()
-            };
-            if bytes.is_empty() {
+            let pending = self.session.pending();
+            if pending.is_empty() {
                 match self.io.flush() {
                     Ok(()) => self.session.write_flushed(now),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -278,11 +262,7 @@ impl Driver<'_> {
                 }
                 return moved;
             }
-            match put(&mut self.io, bytes) {
-                Put::Took(n) if from_tail => {
-                    self.tail_sent += n;
-                    moved = true;
-                }
+            match put(&mut self.io, pending) {
                 Put::Took(n) => {
                     self.session.written(n, now);
                     moved = true;
@@ -338,7 +318,7 @@ impl Driver<'_> {
             if self.session.wants_read() {
                 events |= libc::POLLIN;
             }
-            if self.session.is_blocked() || !self.session.pending().is_empty() || self.tail_left() {
+            if self.session.is_blocked() || !self.session.pending().is_empty() {
                 events |= libc::POLLOUT;
             }
             let timeout = self
@@ -357,11 +337,11 @@ impl Driver<'_> {
             }
         }
         if let (Some(direct), Some(_)) = (self.direct, gate) {
-            // Awake: from here on only this thread writes, the router's rest first.
-            let tail = direct.close();
-            if !tail.is_empty() {
-                self.tail = tail;
-                self.tail_sent = 0;
+            // Awake: from here on only this thread writes, the router's rest first
+            // (the session's output is empty while the gate is open).
+            let rest = direct.close();
+            if !rest.is_empty() {
+                self.session.preface(rest);
             }
         }
         self.parker.unpark();
@@ -374,13 +354,8 @@ impl Driver<'_> {
         let idle = self.session.closing().is_none()
             && !self.session.is_blocked()
             && self.session.pending().is_empty()
-            && !self.tail_left()
             && self.ctl.close_reason().is_none();
         idle.then(|| direct.open(|| self.leaving.queue.is_empty()))
-    }
-
-    fn tail_left(&self) -> bool {
-        self.tail_sent < self.tail.len()
     }
 }
 
